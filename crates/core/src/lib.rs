@@ -1,2 +1,46 @@
-//! arraypool-core (work in progress).
-pub const LAYOUT_VERSION: u32 = 1;
+//! # arraypool-core
+//!
+//! One POSIX shared-memory segment managed as a pool of blocks that several
+//! processes allocate from, reference and free, with no copy between them.
+//!
+//! - `segment`: OS calls (naming, `shm_open`, mapping, reserving pages,
+//!   per-process liveness locks).
+//! - `layout`: the `#[repr(C)]` structs in the segment (see `LAYOUT.md`).
+//! - `view`: typed access to the mapping and the undo journal.
+//! - `lock`: the cross-process spinlock with owner and takeover.
+//! - `allocator`: TLSF with boundary tags, O(1).
+//! - `refs`: holder records per process, the transferred rule.
+//! - `handle`: handle validation.
+//! - `pool`: `Pool`, composing them.
+//!
+//! ```
+//! use arraypool_core::{Pool, PoolOptions, Handle};
+//! let pool = Pool::create(PoolOptions { capacity: Some(1 << 22), ..Default::default() })?;
+//! let block = pool.allocate(1024, false)?;
+//! // SAFETY: we hold the block; its data is 1024 bytes.
+//! unsafe { std::ptr::write_bytes(pool.data_ptr(&block), 7, 1024) };
+//! let handle = Handle { segment: pool.name().into(), offset: block.offset,
+//!     generation: block.generation, byte_offset: 0, byte_length: 1024 };
+//! let again = pool.attach(&handle)?; // another process would do this
+//! pool.release(again.offset, again.generation)?;
+//! pool.release(block.offset, block.generation)?;
+//! assert_eq!(pool.stats()?.live_blocks, 0);
+//! # Ok::<(), arraypool_core::PoolError>(())
+//! ```
+
+mod allocator;
+mod check;
+pub mod error;
+pub mod handle;
+pub mod layout;
+pub mod lock;
+pub mod pool;
+mod refs;
+pub mod segment;
+pub mod view;
+
+pub use error::{PoolError, Result};
+pub use handle::Handle;
+pub use layout::LAYOUT_VERSION;
+pub use pool::{testing, BlockRef, CheckReport, Pool, PoolOptions, ReapReport, Stats};
+pub use segment::{random_name, shm_filesystem_bytes, validate_name, NAME_PREFIX};

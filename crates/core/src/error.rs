@@ -1,0 +1,132 @@
+//! Errors of the pool, one enum, each variant with a stable code string that
+//! the Node binding passes through unchanged (`ERR_*`).
+
+use std::fmt;
+
+/// Everything that can go wrong in a pool operation. No variant is a panic:
+/// bad input, a full pool or a broken segment all come back as one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolError {
+    /// No free block is large enough for the request.
+    PoolFull {
+        requested: u64,
+        free: u64,
+        largest_free: u64,
+    },
+    /// The pool had room, but `/dev/shm` could not back the pages
+    /// (tmpfs full). Reported instead of the SIGBUS a first touch would raise.
+    NoSpace { requested: u64 },
+    /// The handle named a block that was freed or reused since.
+    StaleHandle { offset: u64, generation: u64 },
+    /// The handle cannot name a block of this pool at all.
+    InvalidHandle { reason: String },
+    /// No segment of that name exists.
+    SegmentNotFound { name: String },
+    /// The segment name is not an arraypool name.
+    InvalidName { name: String },
+    /// The segment exists but its header does not validate.
+    InvalidSegment { reason: String },
+    /// All process slots are taken by live processes.
+    TooManyProcesses { max: usize },
+    /// The requested capacity is unusable (too small, or more than `/dev/shm` holds).
+    InvalidCapacity { requested: u64, reason: String },
+    /// The lock could not be taken within the configured timeout while its
+    /// owner stayed alive (a stopped or hung process).
+    LockTimeout { owner_slot: u32, waited_ms: u64 },
+    /// This reference was already released (or never taken by this process).
+    NotHeld { offset: u64 },
+    /// An operating-system call failed.
+    Os { op: &'static str, errno: i32 },
+}
+
+impl PoolError {
+    /// The stable code, identical to the `code` of the JS `ArrayPoolError`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PoolError::PoolFull { .. } => "ERR_POOL_FULL",
+            PoolError::NoSpace { .. } => "ERR_NO_SPACE",
+            PoolError::StaleHandle { .. } => "ERR_STALE_HANDLE",
+            PoolError::InvalidHandle { .. } => "ERR_INVALID_HANDLE",
+            PoolError::SegmentNotFound { .. } => "ERR_SEGMENT_NOT_FOUND",
+            PoolError::InvalidName { .. } => "ERR_INVALID_NAME",
+            PoolError::InvalidSegment { .. } => "ERR_INVALID_SEGMENT",
+            PoolError::TooManyProcesses { .. } => "ERR_TOO_MANY_PROCESSES",
+            PoolError::InvalidCapacity { .. } => "ERR_INVALID_CAPACITY",
+            PoolError::LockTimeout { .. } => "ERR_LOCK_TIMEOUT",
+            PoolError::NotHeld { .. } => "ERR_NOT_HELD",
+            PoolError::Os { .. } => "ERR_OS",
+        }
+    }
+
+    pub(crate) fn os(op: &'static str, errno: nix::errno::Errno) -> Self {
+        PoolError::Os {
+            op,
+            errno: errno as i32,
+        }
+    }
+
+    pub(crate) fn invalid_handle(reason: impl Into<String>) -> Self {
+        PoolError::InvalidHandle {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::PoolFull {
+                requested,
+                free,
+                largest_free,
+            } => write!(
+                f,
+                "pool full: requested {requested} bytes, {free} bytes free, largest free block {largest_free} bytes"
+            ),
+            PoolError::NoSpace { requested } => write!(
+                f,
+                "/dev/shm has no space left to back {requested} bytes (the pool is larger than the free tmpfs)"
+            ),
+            PoolError::StaleHandle { offset, generation } => write!(
+                f,
+                "stale handle: the block at offset {offset} (generation {generation}) was freed or reused"
+            ),
+            PoolError::InvalidHandle { reason } => write!(f, "invalid handle: {reason}"),
+            PoolError::SegmentNotFound { name } => {
+                write!(f, "shared-memory segment {name:?} does not exist")
+            }
+            PoolError::InvalidName { name } => write!(
+                f,
+                "invalid segment name {name:?}: expected 'arraypool-' followed by 1-48 of [A-Za-z0-9_-]"
+            ),
+            PoolError::InvalidSegment { reason } => {
+                write!(f, "segment is not a valid arraypool segment: {reason}")
+            }
+            PoolError::TooManyProcesses { max } => {
+                write!(f, "all {max} process slots of the pool are taken by live processes")
+            }
+            PoolError::InvalidCapacity { requested, reason } => {
+                write!(f, "invalid pool capacity {requested} bytes: {reason}")
+            }
+            PoolError::LockTimeout {
+                owner_slot,
+                waited_ms,
+            } => write!(
+                f,
+                "pool lock not acquired after {waited_ms} ms: process slot {owner_slot} holds it and is alive (stopped or hung?)"
+            ),
+            PoolError::NotHeld { offset } => {
+                write!(f, "this process holds no reference to the block at offset {offset}")
+            }
+            PoolError::Os { op, errno } => write!(
+                f,
+                "{op} failed: {}",
+                nix::errno::Errno::from_raw(*errno).desc()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {}
+
+pub type Result<T> = std::result::Result<T, PoolError>;

@@ -1,0 +1,80 @@
+//! Handles: the plain data that names a byte range of a block in a segment,
+//! and their validation. A handle is whatever arrives in a message, so every
+//! field is checked before a single offset derived from it is used.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::allocator::Heap;
+use crate::error::{PoolError, Result};
+use crate::layout::*;
+
+/// Names `byte_length` bytes at `byte_offset` inside the data of the block
+/// at `offset` (generation `generation`) of segment `segment`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handle {
+    pub segment: String,
+    pub offset: u64,
+    pub generation: u64,
+    pub byte_offset: u64,
+    pub byte_length: u64,
+}
+
+impl Handle {
+    /// Checks that need no lock: alignment, heap bounds, a generation that
+    /// was ever issued, and a byte range that does not overflow.
+    pub(crate) fn check_shape(&self, heap: &Heap, next_generation: u64) -> Result<()> {
+        if self.offset % BLOCK_ALIGN != 0 {
+            return Err(PoolError::invalid_handle(format!(
+                "offset {} is not 64-byte aligned",
+                self.offset
+            )));
+        }
+        if self.offset < heap.start || self.offset.saturating_add(BLOCK_HEADER_SIZE) > heap.end {
+            return Err(PoolError::invalid_handle(format!(
+                "offset {} is outside the heap [{}, {})",
+                self.offset, heap.start, heap.end
+            )));
+        }
+        if self.generation == 0 || self.generation >= next_generation {
+            return Err(PoolError::invalid_handle(format!(
+                "generation {} was never issued by this pool",
+                self.generation
+            )));
+        }
+        if self.byte_offset.checked_add(self.byte_length).is_none() {
+            return Err(PoolError::invalid_handle("byte range overflows"));
+        }
+        Ok(())
+    }
+
+    /// Checks, under the lock, that the handle names the live allocation it
+    /// was made for and that its range lies inside that allocation.
+    pub(crate) fn check_live(&self, heap: &Heap) -> Result<()> {
+        let stale = || PoolError::StaleHandle {
+            offset: self.offset,
+            generation: self.generation,
+        };
+        if !heap.is_block_start(self.offset) {
+            return Err(stale());
+        }
+        let b = heap.block(self.offset);
+        let tag = b.tag.load(Relaxed);
+        if tag & TAG_MASK != TAG_USED
+            || tag & FLAG_RELEASING != 0
+            || b.generation.load(Relaxed) != self.generation
+        {
+            return Err(stale());
+        }
+        self.check_range(b.data_len.load(Relaxed))
+    }
+
+    pub(crate) fn check_range(&self, data_len: u64) -> Result<()> {
+        match self.byte_offset.checked_add(self.byte_length) {
+            Some(end) if end <= data_len => Ok(()),
+            _ => Err(PoolError::invalid_handle(format!(
+                "byte range [{}, +{}) exceeds the block's {} bytes",
+                self.byte_offset, self.byte_length, data_len
+            ))),
+        }
+    }
+}

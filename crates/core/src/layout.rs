@@ -1,0 +1,237 @@
+//! The segment's binary layout: `#[repr(C)]` structs that live in shared
+//! memory and are located by byte offsets from the segment start, never by
+//! pointers, so each process may map the segment at a different address.
+//! `LAYOUT.md` describes the same layout for readers in other languages.
+//!
+//! Every shared field is an `AtomicU64`: the same bytes as a `u64`, usable
+//! from several processes at once, and uniform for the undo journal.
+
+use std::sync::atomic::AtomicU64;
+
+/// `b"ARRPOOL\0"` as a little-endian integer.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"ARRPOOL\0");
+/// Bumped whenever any struct below changes shape or meaning.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Block starts, block sizes and data starts are multiples of this.
+pub const BLOCK_ALIGN: u64 = 64;
+/// Every block starts with one 64-byte [`BlockHeader`]; its data follows.
+pub const BLOCK_HEADER_SIZE: u64 = 64;
+/// Size of the process table.
+pub const MAX_PROCESSES: usize = 64;
+/// Entries of the undo journal: enough for the largest single transaction
+/// (allocation with a three-way split, or a free that coalesces both sides).
+pub const JOURNAL_CAPACITY: usize = 96;
+/// TLSF second-level subdivisions per power of two (log2).
+pub const SL_LOG: u32 = 4;
+pub const SL_COUNT: usize = 1 << SL_LOG;
+/// TLSF first-level classes: sizes up to 64 * 2^(FL_COUNT + 2) bytes.
+pub const FL_COUNT: usize = 44;
+/// Header and bitmap are padded to a page so the heap starts page aligned.
+pub const PAGE: u64 = 4096;
+
+/// Offset 0 is the segment header, so 0 never names a block: it is "none".
+pub const NONE: u64 = 0;
+
+/// Block tags: the upper 32 bits of `BlockHeader::tag` say used or free (two
+/// unlikely constants, so zeroed or random memory does not read as a block),
+/// the lower 32 bits hold flags.
+pub const TAG_USED: u64 = 0x5553_4544 << 32; // "USED"
+pub const TAG_FREE: u64 = 0x4652_4545 << 32; // "FREE"
+pub const TAG_MASK: u64 = 0xffff_ffff << 32;
+/// Used block: freed only once `TRANSFERRED` is set too.
+pub const FLAG_TRANSFER_REQUIRED: u64 = 1;
+/// Used block: some process attached it from a handle.
+pub const FLAG_TRANSFERRED: u64 = 2;
+/// Used block: being freed (pages are being returned); attaching fails.
+pub const FLAG_RELEASING: u64 = 4;
+/// Free block: some of its pages may not be backed by tmpfs yet; they must
+/// be reserved (`fallocate`) before the block is handed out.
+pub const FLAG_UNRESERVED: u64 = 8;
+
+/// Process slot states.
+pub const SLOT_FREE: u64 = 0;
+pub const SLOT_ACTIVE: u64 = 1;
+
+#[repr(C)]
+pub struct JournalEntry {
+    /// Byte offset of the word that was overwritten.
+    pub offset: AtomicU64,
+    /// Its value before the write.
+    pub old_value: AtomicU64,
+}
+
+#[repr(C)]
+pub struct ProcessSlot {
+    /// `SLOT_FREE` or `SLOT_ACTIVE`.
+    pub state: AtomicU64,
+    /// For display only: liveness is the slot's kernel lock, not the pid.
+    pub pid: AtomicU64,
+    /// How many blocks carry this slot's holder bit.
+    pub held_blocks: AtomicU64,
+    /// Times this slot was claimed (diagnostics).
+    pub claims: AtomicU64,
+    pub reserved: [AtomicU64; 4],
+}
+
+#[repr(C)]
+pub struct SegmentHeader {
+    pub magic: AtomicU64,
+    pub layout_version: AtomicU64,
+    pub header_size: AtomicU64,
+    pub capacity: AtomicU64,
+    pub bitmap_offset: AtomicU64,
+    pub heap_start: AtomicU64,
+    pub heap_end: AtomicU64,
+    /// Pid of the creating process (display only).
+    pub creator_pid: AtomicU64,
+    /// 0 when free, else the owner's slot index + 1.
+    pub lock_word: AtomicU64,
+    /// How often a dead owner's lock was taken over.
+    pub lock_takeovers: AtomicU64,
+    /// Source of block generations; never reused.
+    pub next_generation: AtomicU64,
+    pub live_blocks: AtomicU64,
+    pub in_flight_blocks: AtomicU64,
+    /// Bytes of used blocks, headers included.
+    pub used_bytes: AtomicU64,
+    pub journal_len: AtomicU64,
+    pub fl_bitmap: AtomicU64,
+    pub journal: [JournalEntry; JOURNAL_CAPACITY],
+    pub sl_bitmap: [AtomicU64; FL_COUNT],
+    pub free_heads: [[AtomicU64; SL_COUNT]; FL_COUNT],
+    pub processes: [ProcessSlot; MAX_PROCESSES],
+}
+
+#[repr(C)]
+pub struct BlockHeader {
+    /// Whole block size in bytes, header included; a multiple of 64, >= 64.
+    pub size: AtomicU64,
+    /// Offset of the physically preceding block, `NONE` for the first.
+    pub prev_phys: AtomicU64,
+    /// `TAG_USED`/`TAG_FREE` | flags.
+    pub tag: AtomicU64,
+    /// Unique per allocation (from `next_generation`).
+    pub generation: AtomicU64,
+    /// Bit i set: process slot i holds at least one reference.
+    pub holders: AtomicU64,
+    /// Bytes requested by the allocation (<= size - 64).
+    pub data_len: AtomicU64,
+    /// Free-list links (free blocks only).
+    pub next_free: AtomicU64,
+    pub prev_free: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<BlockHeader>() as u64 == BLOCK_HEADER_SIZE);
+const _: () = assert!(std::mem::size_of::<ProcessSlot>() == 64);
+
+pub const fn round_up(value: u64, to: u64) -> u64 {
+    value.div_ceil(to) * to
+}
+
+/// Where everything is, derived from the capacity alone; an attaching
+/// process recomputes it and compares with the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub capacity: u64,
+    pub header_size: u64,
+    pub bitmap_offset: u64,
+    pub heap_start: u64,
+    pub heap_end: u64,
+}
+
+impl Geometry {
+    /// The block-start bitmap has one bit per 64-byte unit of the whole
+    /// segment (bit i: a block starts at i * 64).
+    pub fn for_capacity(capacity: u64) -> Option<Geometry> {
+        let header_size = round_up(std::mem::size_of::<SegmentHeader>() as u64, BLOCK_ALIGN);
+        let bitmap_offset = header_size;
+        let bitmap_bytes = round_up(capacity.div_ceil(BLOCK_ALIGN), 64) / 8;
+        let heap_start = round_up(bitmap_offset + bitmap_bytes, PAGE);
+        let heap_end = capacity / BLOCK_ALIGN * BLOCK_ALIGN;
+        if heap_end < heap_start + BLOCK_HEADER_SIZE {
+            return None;
+        }
+        Some(Geometry {
+            capacity,
+            header_size,
+            bitmap_offset,
+            heap_start,
+            heap_end,
+        })
+    }
+
+    /// The smallest capacity with room for one block.
+    pub fn min_capacity() -> u64 {
+        let mut c = PAGE;
+        while Geometry::for_capacity(c).is_none() {
+            c += PAGE;
+        }
+        c
+    }
+}
+
+/// TLSF size classes over 64-byte units. Units below 16 map one-to-one into
+/// first level 0; above, first level = floor(log2) - 3 with 16 linear
+/// second-level classes per power of two.
+pub fn size_class(size: u64) -> (usize, usize) {
+    let units = size / BLOCK_ALIGN;
+    if units < SL_COUNT as u64 {
+        return (0, units as usize);
+    }
+    let log2 = 63 - units.leading_zeros();
+    let fl = (log2 - SL_LOG + 1) as usize;
+    let sl = ((units >> (log2 - SL_LOG)) as usize) - SL_COUNT;
+    (fl, sl)
+}
+
+/// The class to start searching from so that every block found fits `size`
+/// (the request rounded up to its class's upper bound).
+pub fn search_class(size: u64) -> (usize, usize) {
+    let units = size / BLOCK_ALIGN;
+    if units < SL_COUNT as u64 {
+        return (0, units as usize);
+    }
+    let log2 = 63 - units.leading_zeros();
+    let rounded = units.saturating_add((1u64 << (log2 - SL_LOG)) - 1);
+    size_class(rounded.saturating_mul(BLOCK_ALIGN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_fits_its_declared_constants() {
+        let g = Geometry::for_capacity(1 << 20).expect("1 MiB is enough");
+        assert_eq!(g.heap_start % PAGE, 0);
+        assert!(g.header_size >= std::mem::size_of::<SegmentHeader>() as u64);
+        assert_eq!(std::mem::size_of::<JournalEntry>(), 16);
+    }
+
+    #[test]
+    fn tiny_capacity_has_no_geometry() {
+        assert!(Geometry::for_capacity(4096).is_none());
+        let min = Geometry::min_capacity();
+        assert!(Geometry::for_capacity(min).is_some());
+    }
+
+    #[test]
+    fn size_classes_are_monotonic_and_search_class_fits() {
+        let mut last = (0, 0);
+        for units in 1..5000u64 {
+            let c = size_class(units * 64);
+            assert!(c >= last, "class order broke at {units}");
+            last = c;
+            // Every block in search_class or above is at least this large.
+            let s = search_class(units * 64);
+            assert!(s >= c);
+        }
+        assert_eq!(size_class(64), (0, 1));
+        assert_eq!(size_class(16 * 64), (1, 0));
+        assert_eq!(size_class(31 * 64), (1, 15));
+        assert_eq!(size_class(32 * 64), (2, 0));
+        let (fl, _) = size_class(u64::MAX / 64 * 64);
+        assert!(fl < 64);
+    }
+}

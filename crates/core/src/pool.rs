@@ -1,0 +1,691 @@
+//! `Pool`: one process's attachment to a segment, composing the segment
+//! (OS), the layout, the allocator, the lock, the holder records and handle
+//! validation. All public operations are safe to call from several threads.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::allocator::Heap;
+use crate::error::{PoolError, Result};
+use crate::handle::Handle;
+use crate::layout::*;
+use crate::lock::{self, Acquired};
+use crate::refs::{self, Dropped};
+use crate::segment::{self, Segment};
+use crate::view::SegmentView;
+
+/// Tunables of a pool (the creator's choice of capacity and name; the rest
+/// is per process).
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Segment size in bytes; default: half of the `/dev/shm` filesystem.
+    pub capacity: Option<u64>,
+    /// Segment name (`arraypool-...`); default: random, 128 bits.
+    pub name: Option<String>,
+    /// Freed blocks at least this large give their pages back to the system.
+    pub punch_threshold: u64,
+    /// Cold pages are reserved in chunks of this many bytes, so small
+    /// allocations do not each cost a syscall.
+    pub reserve_chunk: u64,
+    /// Longest wait for the lock while its owner stays alive.
+    pub lock_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            capacity: None,
+            name: None,
+            punch_threshold: 64 << 20,
+            reserve_chunk: 2 << 20,
+            lock_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One reference to an allocation, as this process sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRef {
+    pub offset: u64,
+    pub generation: u64,
+    /// Where the data starts (64-byte aligned), from the segment start.
+    pub data_offset: u64,
+    /// Bytes requested at allocation.
+    pub data_len: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub capacity_bytes: u64,
+    /// Bytes available to blocks (capacity less header and bitmap).
+    pub heap_bytes: u64,
+    /// Bytes in used blocks, block headers and padding included.
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+    pub largest_free_bytes: u64,
+    pub live_blocks: u64,
+    pub in_flight_blocks: u64,
+    /// Registered processes that are alive.
+    pub processes: u64,
+    pub lock_takeovers: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub blocks: u64,
+    pub free_blocks: u64,
+    /// The first broken invariant, if any.
+    pub violation: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Dead processes whose slots were cleared.
+    pub processes: u64,
+    /// Holder records dropped (one per block per dead process).
+    pub references: u64,
+    /// Blocks freed because nobody else held them.
+    pub blocks_freed: u64,
+    pub bytes_freed: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LocalRef {
+    generation: u64,
+    count: u64,
+}
+
+pub struct Pool {
+    segment: Segment,
+    view: SegmentView,
+    slot: u32,
+    creator: bool,
+    options: PoolOptions,
+    /// References this process holds, by block offset. Also serialises this
+    /// process's threads around the holder bits (lock order: this, then the
+    /// segment lock).
+    local: Mutex<HashMap<u64, LocalRef>>,
+    shut_down: bool,
+}
+
+/// Test-only hooks (used by this crate's tests and by the Node binding's
+/// fault tests); not part of the API.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub(crate) static PAUSE_IN_ALLOCATION_MS: AtomicU64 = AtomicU64::new(0);
+
+    /// Makes every following allocation in this process sleep `ms`
+    /// milliseconds inside its critical section, halfway through its writes.
+    pub fn pause_inside_allocation(ms: u64) {
+        PAUSE_IN_ALLOCATION_MS.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// Releases the lock when a critical section ends, and rolls back a
+/// transaction a panic left half done.
+struct LockGuard<'a> {
+    view: &'a SegmentView,
+    slot: u32,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if self.view.header().journal_len.load(Acquire) != 0 {
+            self.view.rollback();
+        }
+        lock::release(self.view, self.slot);
+    }
+}
+
+fn default_capacity() -> Result<u64> {
+    let (total, _) = segment::shm_filesystem_bytes()?;
+    Ok((total / 2).max(Geometry::min_capacity()))
+}
+
+impl Pool {
+    /// Creates a new segment and registers this process as its creator
+    /// (the creator unlinks the name on close).
+    pub fn create(options: PoolOptions) -> Result<Pool> {
+        let capacity = match options.capacity {
+            Some(c) => c,
+            None => default_capacity()?,
+        };
+        let (shm_total, _) = segment::shm_filesystem_bytes()?;
+        if capacity > shm_total {
+            return Err(PoolError::InvalidCapacity {
+                requested: capacity,
+                reason: format!("/dev/shm holds only {shm_total} bytes"),
+            });
+        }
+        if capacity > 1 << 50 {
+            return Err(PoolError::InvalidCapacity {
+                requested: capacity,
+                reason: "larger than 1 PiB".into(),
+            });
+        }
+        let geometry = Geometry::for_capacity(capacity).ok_or_else(|| PoolError::InvalidCapacity {
+            requested: capacity,
+            reason: format!("at least {} bytes are needed", Geometry::min_capacity()),
+        })?;
+        let name = match &options.name {
+            Some(n) => n.clone(),
+            None => segment::random_name()?,
+        };
+        let segment = Segment::create(&name, capacity)?;
+        // The header, bitmap and first page of the heap must never SIGBUS.
+        if let Err(e) = segment.reserve(0, geometry.heap_start + PAGE) {
+            let _ = Segment::unlink(segment.name());
+            return Err(e);
+        }
+        // SAFETY: the mapping is `capacity` bytes, owned by `segment`, which
+        // the Pool keeps alive as long as the view.
+        let view = unsafe { SegmentView::new(segment.base(), segment.len()) };
+        let h = view.header();
+        h.layout_version.store(LAYOUT_VERSION as u64, Relaxed);
+        h.header_size.store(geometry.header_size, Relaxed);
+        h.capacity.store(capacity, Relaxed);
+        h.bitmap_offset.store(geometry.bitmap_offset, Relaxed);
+        h.heap_start.store(geometry.heap_start, Relaxed);
+        h.heap_end.store(geometry.heap_end, Relaxed);
+        h.creator_pid.store(std::process::id() as u64, Relaxed);
+        h.next_generation.store(1, Relaxed);
+        Heap::new(&view).init();
+        view.commit();
+        // Written last: a segment is valid once its magic is there.
+        h.magic.store(MAGIC, Release);
+        Self::register(segment, view, options, true).inspect_err(|_| {
+            let _ = Segment::unlink(&name);
+        })
+    }
+
+    /// Attaches to an existing segment by name, validating its header first.
+    pub fn open(name: &str, options: PoolOptions) -> Result<Pool> {
+        let segment = Segment::open(name)?;
+        let len = segment.len();
+        if len < std::mem::size_of::<SegmentHeader>() as u64 {
+            return Err(PoolError::InvalidSegment {
+                reason: format!("{len} bytes is smaller than the header"),
+            });
+        }
+        // SAFETY: the mapping is `len` bytes (at least a header), kept alive
+        // by `segment`, which moves into the Pool with the view.
+        let view = unsafe { SegmentView::new(segment.base(), len) };
+        validate_header(&view, len)?;
+        Self::register(segment, view, options, false)
+    }
+
+    fn register(segment: Segment, view: SegmentView, options: PoolOptions, creator: bool) -> Result<Pool> {
+        let mut slot = None;
+        for k in 0..MAX_PROCESSES {
+            if segment.try_lock_slot(k)? {
+                slot = Some(k as u32);
+                break;
+            }
+        }
+        let slot = slot.ok_or(PoolError::TooManyProcesses { max: MAX_PROCESSES })?;
+        let pool = Pool {
+            segment,
+            view,
+            slot,
+            creator,
+            options,
+            local: Mutex::new(HashMap::new()),
+            shut_down: false,
+        };
+        pool.critical_section(true, |heap| {
+            let entry = &pool.view.header().processes[slot as usize];
+            if entry.state.load(Relaxed) == SLOT_ACTIVE {
+                // The slot's previous owner died and nobody reaped it yet.
+                pool.reap_slots(heap, refs::slot_bit(slot))?;
+            }
+            pool.view.set(&entry.state, SLOT_ACTIVE);
+            pool.view.set(&entry.pid, std::process::id() as u64);
+            pool.view.add(&entry.claims, 1);
+            Ok(())
+        })?;
+        Ok(pool)
+    }
+
+    pub fn name(&self) -> &str {
+        self.segment.name()
+    }
+
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    pub fn is_creator(&self) -> bool {
+        self.creator
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.segment.len()
+    }
+
+    /// Runs `f` under the segment lock as one transaction: committed when it
+    /// returns `Ok`, rolled back when it returns `Err`.
+    fn critical_section<T>(&self, registering: bool, f: impl FnOnce(&Heap) -> Result<T>) -> Result<T> {
+        let acquired = lock::acquire(
+            &self.view,
+            self.slot,
+            self.options.lock_timeout,
+            registering,
+            |s| self.segment.slot_alive(s as usize),
+        )?;
+        let _guard = LockGuard {
+            view: &self.view,
+            slot: self.slot,
+        };
+        if self.view.header().journal_len.load(Acquire) != 0 {
+            self.view.rollback();
+        }
+        let heap = Heap::new(&self.view);
+        if let Acquired::TakenOver { .. } = acquired {
+            // A dead process held the lock: drop what it (and any other
+            // dead process) held while we are here.
+            let _ = self.reap_locked(&heap);
+        }
+        let result = f(&heap);
+        match result {
+            Ok(_) => self.view.commit(),
+            Err(_) => {
+                self.view.rollback();
+            }
+        }
+        result
+    }
+
+    fn lock_local(&self) -> MutexGuard<'_, HashMap<u64, LocalRef>> {
+        // A panic while holding this mutex cannot leave the map half
+        // updated (single inserts/removes), so poisoning is ignored.
+        self.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Allocates a block with room for `len` bytes and takes one reference
+    /// to it. The data is not cleared.
+    pub fn allocate(&self, len: u64, transfer_required: bool) -> Result<BlockRef> {
+        let heap_bytes = {
+            let h = self.view.header();
+            h.heap_end.load(Relaxed) - h.heap_start.load(Relaxed)
+        };
+        let size = match len.checked_add(BLOCK_HEADER_SIZE + BLOCK_ALIGN - 1) {
+            Some(s) if s / BLOCK_ALIGN * BLOCK_ALIGN <= heap_bytes => s / BLOCK_ALIGN * BLOCK_ALIGN,
+            _ => {
+                let stats = self.stats()?;
+                return Err(PoolError::PoolFull {
+                    requested: len,
+                    free: stats.free_bytes,
+                    largest_free: stats.largest_free_bytes,
+                });
+            }
+        };
+        let mut local = self.lock_local();
+        let block = self.critical_section(false, |heap| {
+            let offset = match heap.find_free(size) {
+                Some(o) => o,
+                None => {
+                    let reaped = self.reap_locked(heap)?;
+                    match heap.find_free(size).filter(|_| reaped.blocks_freed > 0) {
+                        Some(o) => o,
+                        None => {
+                            let h = self.view.header();
+                            return Err(PoolError::PoolFull {
+                                requested: len,
+                                free: heap_bytes - h.used_bytes.load(Relaxed),
+                                largest_free: heap.largest_free().saturating_sub(BLOCK_HEADER_SIZE),
+                            });
+                        }
+                    }
+                }
+            };
+            let b = heap.block(offset);
+            let mut reserved_len = 0;
+            if b.tag.load(Relaxed) & FLAG_UNRESERVED != 0 {
+                // Back the pages before anything is written: a failure here
+                // leaves the heap untouched.
+                let block_size = b.size.load(Relaxed);
+                let chunk = round_up(size, self.options.reserve_chunk.max(PAGE)).min(block_size);
+                reserved_len = match self.segment.reserve(offset, chunk) {
+                    Ok(()) => chunk,
+                    Err(PoolError::NoSpace { .. }) if chunk > size => {
+                        self.segment.reserve(offset, size).map_err(|_| PoolError::NoSpace { requested: len })?;
+                        size
+                    }
+                    Err(PoolError::NoSpace { .. }) => return Err(PoolError::NoSpace { requested: len }),
+                    Err(e) => return Err(e),
+                };
+            }
+            let used = heap.take(offset, size, reserved_len);
+            let pause = testing::PAUSE_IN_ALLOCATION_MS.load(Relaxed);
+            if pause > 0 {
+                std::thread::sleep(Duration::from_millis(pause));
+            }
+            let v = &self.view;
+            let h = v.header();
+            let generation = h.next_generation.load(Relaxed);
+            v.set(&h.next_generation, generation + 1);
+            let flags = if transfer_required { FLAG_TRANSFER_REQUIRED } else { 0 };
+            v.set(&b.tag, TAG_USED | flags);
+            v.set(&b.generation, generation);
+            v.set(&b.holders, refs::slot_bit(self.slot));
+            v.set(&b.data_len, len);
+            v.add(&h.used_bytes, used);
+            v.add(&h.live_blocks, 1);
+            v.add(&h.processes[self.slot as usize].held_blocks, 1);
+            Ok(BlockRef {
+                offset,
+                generation,
+                data_offset: offset + BLOCK_HEADER_SIZE,
+                data_len: len,
+            })
+        })?;
+        local.insert(
+            block.offset,
+            LocalRef {
+                generation: block.generation,
+                count: 1,
+            },
+        );
+        Ok(block)
+    }
+
+    /// Takes a reference to the block a handle names (from any process) and
+    /// marks the block transferred.
+    pub fn attach(&self, handle: &Handle) -> Result<BlockRef> {
+        if segment::validate_name(&handle.segment).ok() != Some(self.name()) {
+            return Err(PoolError::invalid_handle(format!(
+                "the handle belongs to segment {:?}, not {:?}",
+                handle.segment.chars().take(80).collect::<String>(),
+                self.name()
+            )));
+        }
+        let next_generation = self.view.header().next_generation.load(Acquire);
+        handle.check_shape(&Heap::new(&self.view), next_generation)?;
+        let mut local = self.lock_local();
+        if let Some(held) = local.get_mut(&handle.offset).filter(|r| r.generation == handle.generation) {
+            // We hold the block already, so it cannot change under us.
+            let b = self.view.block(handle.offset);
+            handle.check_range(b.data_len.load(Relaxed))?;
+            held.count += 1;
+            if b.tag.load(Relaxed) & FLAG_TRANSFERRED == 0 {
+                self.critical_section(false, |_| {
+                    let tag = b.tag.load(Relaxed);
+                    self.view.set(&b.tag, tag | FLAG_TRANSFERRED);
+                    Ok(())
+                })?;
+            }
+            return Ok(self.block_ref(handle.offset));
+        }
+        self.critical_section(false, |heap| {
+            handle.check_live(heap)?;
+            refs::add_holder(heap, handle.offset, self.slot, true);
+            Ok(())
+        })?;
+        local.insert(
+            handle.offset,
+            LocalRef {
+                generation: handle.generation,
+                count: 1,
+            },
+        );
+        Ok(self.block_ref(handle.offset))
+    }
+
+    fn block_ref(&self, offset: u64) -> BlockRef {
+        let b = self.view.block(offset);
+        BlockRef {
+            offset,
+            generation: b.generation.load(Relaxed),
+            data_offset: offset + BLOCK_HEADER_SIZE,
+            data_len: b.data_len.load(Relaxed),
+        }
+    }
+
+    /// One more reference to a block this process already holds (a second
+    /// view, a slice). Touches no shared state.
+    pub fn retain(&self, offset: u64, generation: u64) -> Result<()> {
+        let mut local = self.lock_local();
+        match local.get_mut(&offset).filter(|r| r.generation == generation) {
+            Some(held) => {
+                held.count += 1;
+                Ok(())
+            }
+            None => Err(PoolError::NotHeld { offset }),
+        }
+    }
+
+    /// Drops one reference; the last one of this process drops its holder
+    /// record, and the block is freed when the lifetime rule allows.
+    pub fn release(&self, offset: u64, generation: u64) -> Result<()> {
+        let mut local = self.lock_local();
+        match local.get_mut(&offset).filter(|r| r.generation == generation) {
+            Some(held) if held.count > 1 => {
+                held.count -= 1;
+                return Ok(());
+            }
+            Some(_) => {
+                local.remove(&offset);
+            }
+            None => return Err(PoolError::NotHeld { offset }),
+        }
+        self.drop_reference(offset)
+    }
+
+    /// Drops this process's holder record of `offset` (local map already
+    /// updated, its mutex held by the caller).
+    fn drop_reference(&self, offset: u64) -> Result<()> {
+        let threshold = self.options.punch_threshold;
+        let punch = self.critical_section(false, |heap| {
+            let b = heap.block(offset);
+            let size = b.size.load(Relaxed);
+            let others = b.holders.load(Relaxed) & !refs::slot_bit(self.slot);
+            let tag = b.tag.load(Relaxed);
+            let will_free = others == 0 && (tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0);
+            if will_free && size >= threshold {
+                // Return the pages outside the lock; meanwhile the block is
+                // ours alone and no handle can attach it.
+                self.view.set(&b.tag, tag | FLAG_RELEASING);
+                return Ok(true);
+            }
+            if refs::drop_holder(heap, offset, self.slot) == Dropped::Free {
+                refs::free_block(heap, offset, false);
+            }
+            Ok(false)
+        })?;
+        if punch {
+            let b = self.view.block(offset);
+            let _ = self
+                .segment
+                .punch_hole(offset + BLOCK_HEADER_SIZE, b.size.load(Relaxed) - BLOCK_HEADER_SIZE);
+            self.critical_section(false, |heap| {
+                if refs::drop_holder(heap, offset, self.slot) == Dropped::Free {
+                    refs::free_block(heap, offset, true);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// References this process holds (views counted one by one).
+    pub fn held_references(&self) -> u64 {
+        self.lock_local().values().map(|r| r.count).sum()
+    }
+
+    /// Pointer to the data of a block this process holds.
+    pub fn data_ptr(&self, block: &BlockRef) -> *mut u8 {
+        self.view.ptr(block.data_offset)
+    }
+
+    /// Drops the holder records of every dead process (found by their
+    /// liveness locks): blocks others hold are untouched, blocks nobody holds
+    /// any more are freed (in-flight ones wait for their transfer).
+    pub fn reap(&self) -> Result<ReapReport> {
+        self.critical_section(false, |heap| self.reap_locked(heap))
+    }
+
+    fn reap_locked(&self, heap: &Heap) -> Result<ReapReport> {
+        let h = self.view.header();
+        let mut dead = 0u64;
+        for (k, entry) in h.processes.iter().enumerate() {
+            if k as u32 != self.slot && entry.state.load(Relaxed) == SLOT_ACTIVE && !self.segment.slot_alive(k) {
+                dead |= refs::slot_bit(k as u32);
+            }
+        }
+        self.reap_slots(heap, dead)
+    }
+
+    fn reap_slots(&self, heap: &Heap, dead: u64) -> Result<ReapReport> {
+        let mut report = ReapReport::default();
+        if dead == 0 {
+            return Ok(report);
+        }
+        for offset in refs::blocks_held_by(heap, dead) {
+            let mut held = heap.block(offset).holders.load(Relaxed) & dead;
+            while held != 0 {
+                let slot = held.trailing_zeros();
+                held &= held - 1;
+                report.references += 1;
+                if refs::drop_holder(heap, offset, slot) == Dropped::Free {
+                    let size = heap.block(offset).size.load(Relaxed);
+                    let punch = size >= self.options.punch_threshold
+                        && self
+                            .segment
+                            .punch_hole(offset + BLOCK_HEADER_SIZE, size - BLOCK_HEADER_SIZE)
+                            .is_ok();
+                    refs::free_block(heap, offset, punch);
+                    report.blocks_freed += 1;
+                    report.bytes_freed += size;
+                }
+            }
+            self.view.commit();
+        }
+        let h = self.view.header();
+        let mut remaining = dead;
+        while remaining != 0 {
+            let slot = remaining.trailing_zeros() as usize;
+            remaining &= remaining - 1;
+            self.view.set(&h.processes[slot].state, SLOT_FREE);
+            self.view.set(&h.processes[slot].held_blocks, 0);
+            report.processes += 1;
+        }
+        self.view.commit();
+        Ok(report)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        self.critical_section(false, |heap| {
+            let h = self.view.header();
+            let heap_bytes = heap.end - heap.start;
+            let used = h.used_bytes.load(Relaxed);
+            let processes = h
+                .processes
+                .iter()
+                .enumerate()
+                .filter(|(k, p)| {
+                    p.state.load(Relaxed) == SLOT_ACTIVE && (*k as u32 == self.slot || self.segment.slot_alive(*k))
+                })
+                .count() as u64;
+            Ok(Stats {
+                capacity_bytes: h.capacity.load(Relaxed),
+                heap_bytes,
+                used_bytes: used,
+                free_bytes: heap_bytes - used,
+                largest_free_bytes: heap.largest_free(),
+                live_blocks: h.live_blocks.load(Relaxed),
+                in_flight_blocks: h.in_flight_blocks.load(Relaxed),
+                processes,
+                lock_takeovers: h.lock_takeovers.load(Relaxed),
+            })
+        })
+    }
+
+    /// Walks the whole heap and the free lists and verifies every invariant.
+    pub fn check(&self) -> Result<CheckReport> {
+        self.critical_section(false, |heap| Ok(crate::check::check(heap)))
+    }
+
+    /// Releases every reference this process holds, leaves the process
+    /// table, and (creator only) unlinks the segment name.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.shut_down {
+            return Ok(());
+        }
+        self.shut_down = true;
+        let held: Vec<u64> = self.lock_local().drain().map(|(offset, _)| offset).collect();
+        let mut first_error = None;
+        for offset in held {
+            if let Err(e) = self.drop_reference(offset) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let slot = self.slot as usize;
+        let left = self.critical_section(false, |_| {
+            let entry = &self.view.header().processes[slot];
+            self.view.set(&entry.state, SLOT_FREE);
+            self.view.set(&entry.held_blocks, 0);
+            Ok(())
+        });
+        if let Err(e) = left {
+            first_error.get_or_insert(e);
+        }
+        if self.creator {
+            match Segment::unlink(self.name()) {
+                Ok(()) | Err(PoolError::SegmentNotFound { .. }) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Drops the attachment as if the process had been killed: no
+    /// reference is released and nothing is unlinked. For tests.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        self.shut_down = true;
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn validate_header(view: &SegmentView, len: u64) -> Result<()> {
+    let h = view.header();
+    let bad = |reason: String| Err(PoolError::InvalidSegment { reason });
+    if h.magic.load(Acquire) != MAGIC {
+        return bad("bad magic: not an arraypool segment, or not initialised yet".into());
+    }
+    let version = h.layout_version.load(Relaxed);
+    if version != LAYOUT_VERSION as u64 {
+        return bad(format!("layout version {version}, this build reads {LAYOUT_VERSION}"));
+    }
+    let capacity = h.capacity.load(Relaxed);
+    if capacity != len {
+        return bad(format!("header says {capacity} bytes, the segment has {len}"));
+    }
+    let expected = Geometry::for_capacity(capacity);
+    let found = Geometry {
+        capacity,
+        header_size: h.header_size.load(Relaxed),
+        bitmap_offset: h.bitmap_offset.load(Relaxed),
+        heap_start: h.heap_start.load(Relaxed),
+        heap_end: h.heap_end.load(Relaxed),
+    };
+    if expected != Some(found) {
+        return bad(format!("geometry {found:?} does not match {expected:?}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Who holds what: the process table and the per-block holder bits.
+//!
+//! A block's `holders` word has bit `k` set while process slot `k` holds at
+//! least one reference to it; the block's refcount is the number of holder
+//! processes. How many references a process holds (several views of one
+//! block) is counted inside that process only, so that when a process dies
+//! its share is exactly one bit per block: `reap` clears the dead slot's bit
+//! everywhere and frees what nobody else holds. Slot `k` belongs to whoever
+//! holds the kernel liveness lock `k` (see `segment`).
+//!
+//! Lifetime rule (pyarraypool's, made safe): a block allocated with
+//! `transfer_required` is freed only once its refcount is 0 *and* some
+//! process attached it from a handle (`FLAG_TRANSFERRED`); until then it is
+//! "in flight". Without `transfer_required` it is freed at refcount 0.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::allocator::Heap;
+use crate::layout::*;
+
+/// What dropping a holder did to the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Other processes still hold it.
+    StillHeld,
+    /// Nobody holds it, but it waits to be transferred.
+    InFlight,
+    /// Nobody holds it and it must be freed now.
+    Free,
+}
+
+pub fn slot_bit(slot: u32) -> u64 {
+    1u64 << slot
+}
+
+/// Adds `slot` as a holder of the used block at `offset`.
+pub fn add_holder(heap: &Heap, offset: u64, slot: u32, transferred: bool) {
+    let v = heap.view;
+    let h = v.header();
+    let b = heap.block(offset);
+    let holders = b.holders.load(Relaxed);
+    if holders == 0 {
+        v.sub(&h.in_flight_blocks, 1);
+    }
+    v.set(&b.holders, holders | slot_bit(slot));
+    if transferred {
+        let tag = b.tag.load(Relaxed);
+        if tag & FLAG_TRANSFERRED == 0 {
+            v.set(&b.tag, tag | FLAG_TRANSFERRED);
+        }
+    }
+    v.add(&h.processes[slot as usize].held_blocks, 1);
+}
+
+/// Removes `slot` as a holder and says what the block's fate is; does not
+/// free it (the caller frees, possibly after returning its pages).
+pub fn drop_holder(heap: &Heap, offset: u64, slot: u32) -> Dropped {
+    let v = heap.view;
+    let h = v.header();
+    let b = heap.block(offset);
+    let holders = b.holders.load(Relaxed) & !slot_bit(slot);
+    v.set(&b.holders, holders);
+    v.sub(&h.processes[slot as usize].held_blocks, 1);
+    if holders != 0 {
+        return Dropped::StillHeld;
+    }
+    let tag = b.tag.load(Relaxed);
+    if tag & FLAG_TRANSFER_REQUIRED != 0 && tag & FLAG_TRANSFERRED == 0 {
+        v.add(&h.in_flight_blocks, 1);
+        Dropped::InFlight
+    } else {
+        Dropped::Free
+    }
+}
+
+/// Frees a used block nobody holds and updates the counters.
+pub fn free_block(heap: &Heap, offset: u64, unreserved: bool) {
+    let v = heap.view;
+    let h = v.header();
+    let size = heap.block(offset).size.load(Relaxed);
+    v.sub(&h.used_bytes, size);
+    v.sub(&h.live_blocks, 1);
+    heap.free(offset, unreserved);
+}
+
+/// Used blocks that carry any bit of `slots_mask` as a holder (one heap walk).
+pub fn blocks_held_by(heap: &Heap, slots_mask: u64) -> Vec<u64> {
+    let mut found = Vec::new();
+    let _ = heap.walk(|offset, b| {
+        if b.tag.load(Relaxed) & TAG_MASK == TAG_USED && b.holders.load(Relaxed) & slots_mask != 0 {
+            found.push(offset);
+        }
+    });
+    found
+}
