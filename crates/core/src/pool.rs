@@ -491,7 +491,7 @@ impl Pool {
                 self.view.set(&b.tag, tag | FLAG_RELEASING);
                 return Ok(true);
             }
-            if refs::drop_holder(heap, offset, self.slot) == Dropped::Free {
+            if refs::drop_holder(heap, offset, self.slot, false) == Dropped::Free {
                 refs::free_block(heap, offset, false);
             }
             Ok(false)
@@ -502,7 +502,7 @@ impl Pool {
                 .segment
                 .punch_hole(offset + BLOCK_HEADER_SIZE, b.size.load(Relaxed) - BLOCK_HEADER_SIZE);
             self.critical_section(false, |heap| {
-                if refs::drop_holder(heap, offset, self.slot) == Dropped::Free {
+                if refs::drop_holder(heap, offset, self.slot, false) == Dropped::Free {
                     refs::free_block(heap, offset, true);
                 }
                 Ok(())
@@ -550,7 +550,7 @@ impl Pool {
                 let slot = held.trailing_zeros();
                 held &= held - 1;
                 report.references += 1;
-                if refs::drop_holder(heap, offset, slot) == Dropped::Free {
+                if refs::drop_holder(heap, offset, slot, true) == Dropped::Free {
                     let size = heap.block(offset).size.load(Relaxed);
                     let punch = size >= self.options.punch_threshold
                         && self
@@ -646,6 +646,15 @@ impl Pool {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// The process slot holding the lock right now, if any (diagnostics).
+    #[doc(hidden)]
+    pub fn lock_owner(&self) -> Option<u32> {
+        match self.view.header().lock_word.load(Relaxed) {
+            0 => None,
+            w => Some((w - 1) as u32),
+        }
     }
 
     /// Drops the attachment as if the process had been killed: no

@@ -54,7 +54,12 @@ pub fn add_holder(heap: &Heap, offset: u64, slot: u32, transferred: bool) {
 
 /// Removes `slot` as a holder and says what the block's fate is; does not
 /// free it (the caller frees, possibly after returning its pages).
-pub fn drop_holder(heap: &Heap, offset: u64, slot: u32) -> Dropped {
+/// `holder_died`: the slot's process died still holding the block, so it
+/// never handed the block over; nobody else holding it means it is freed
+/// even if it was never transferred (a handle still in transit then gets a
+/// clean `StaleHandle`). Blocks a process had already dropped before dying
+/// carry no bit of it and stay in flight for their receiver.
+pub fn drop_holder(heap: &Heap, offset: u64, slot: u32, holder_died: bool) -> Dropped {
     let v = heap.view;
     let h = v.header();
     let b = heap.block(offset);
@@ -65,7 +70,7 @@ pub fn drop_holder(heap: &Heap, offset: u64, slot: u32) -> Dropped {
         return Dropped::StillHeld;
     }
     let tag = b.tag.load(Relaxed);
-    if tag & FLAG_TRANSFER_REQUIRED != 0 && tag & FLAG_TRANSFERRED == 0 {
+    if !holder_died && tag & FLAG_TRANSFER_REQUIRED != 0 && tag & FLAG_TRANSFERRED == 0 {
         v.add(&h.in_flight_blocks, 1);
         Dropped::InFlight
     } else {

@@ -1,0 +1,402 @@
+//! Single-process behaviour of the pool. Two `Pool` objects opened on one
+//! segment hold different process slots, so they stand in for two processes
+//! where no real process is needed (the real ones are in multiprocess.rs).
+
+mod common;
+
+use arraypool_core::{Handle, Pool, PoolError, PoolOptions};
+use common::*;
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn allocate_write_release_returns_to_baseline() {
+    let pool = new_pool(16 * MIB);
+    let baseline = pool.stats().unwrap();
+    assert_eq!(baseline.used_bytes, 0);
+    let block = pool.allocate(1000, false).unwrap();
+    fill(&pool, &block, 0xab);
+    assert!(data(&pool, &block).iter().all(|&b| b == 0xab));
+    let s = pool.stats().unwrap();
+    assert_eq!(s.live_blocks, 1);
+    assert_eq!(s.used_bytes, 1088, "1000 bytes + 64 header, rounded to 64");
+    pool.release(block.offset, block.generation).unwrap();
+    assert_eq!(pool.stats().unwrap().used_bytes, 0);
+    assert_eq!(pool.stats().unwrap().live_blocks, 0);
+    assert_consistent(&pool);
+}
+
+#[test]
+fn every_block_is_64_byte_aligned_and_blocks_do_not_overlap() {
+    let pool = new_pool(16 * MIB);
+    let mut blocks = Vec::new();
+    for len in [0u64, 1, 7, 63, 64, 65, 100, 1000, 4095, 4096, 12345] {
+        let b = pool.allocate(len, false).unwrap();
+        assert_eq!(b.data_offset % 64, 0, "len {len}");
+        assert_eq!(pool.data_ptr(&b) as usize % 64, 0, "len {len}");
+        blocks.push(b);
+    }
+    let mut ranges: Vec<(u64, u64)> = blocks.iter().map(|b| (b.data_offset, b.data_offset + b.data_len)).collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(w[0].1 <= w[1].0, "overlap {:?}", w);
+    }
+    assert_consistent(&pool);
+    for b in blocks {
+        pool.release(b.offset, b.generation).unwrap();
+    }
+    assert_consistent(&pool);
+    assert_eq!(pool.stats().unwrap().used_bytes, 0);
+}
+
+#[test]
+fn zero_size_allocations_work_and_are_distinct() {
+    let pool = new_pool(4 * MIB);
+    let a = pool.allocate(0, false).unwrap();
+    let b = pool.allocate(0, false).unwrap();
+    assert_ne!(a.offset, b.offset);
+    assert_eq!(a.data_len, 0);
+    let h = handle(&pool, &a);
+    let again = pool.attach(&h).unwrap();
+    assert_eq!(again.offset, a.offset);
+    for r in [a, again, b] {
+        pool.release(r.offset, r.generation).unwrap();
+    }
+    assert_eq!(pool.stats().unwrap().live_blocks, 0);
+}
+
+#[test]
+fn full_pool_reports_requested_free_and_largest() {
+    let pool = new_pool(2 * MIB);
+    let big = pool.allocate(MIB, false).unwrap();
+    match pool.allocate(MIB + 1, false) {
+        Err(PoolError::PoolFull {
+            requested,
+            free,
+            largest_free,
+        }) => {
+            assert_eq!(requested, MIB + 1);
+            assert!(free < MIB && largest_free <= free, "free {free} largest {largest_free}");
+        }
+        other => panic!("expected PoolFull, got {other:?}"),
+    }
+    assert!(matches!(pool.allocate(u64::MAX, false), Err(PoolError::PoolFull { .. })));
+    // The pool keeps serving requests that fit.
+    let small = pool.allocate(1000, false).unwrap();
+    pool.release(small.offset, small.generation).unwrap();
+    pool.release(big.offset, big.generation).unwrap();
+    assert_consistent(&pool);
+    // After freeing, the whole heap is free again, in at most a warm and a cold block.
+    assert_eq!(pool.stats().unwrap().used_bytes, 0);
+    assert!(pool.check().unwrap().free_blocks <= 2);
+}
+
+#[test]
+fn freed_neighbours_coalesce_in_any_order() {
+    let pool = new_pool(8 * MIB);
+    let blocks: Vec<_> = (0..8).map(|i| pool.allocate(1000 * (i + 1), false).unwrap()).collect();
+    for i in [1usize, 3, 5, 7, 0, 2, 6, 4] {
+        pool.release(blocks[i].offset, blocks[i].generation).unwrap();
+        assert_consistent(&pool);
+    }
+    // What remains: the warm region the blocks came from and the untouched
+    // (unreserved) rest, which are kept apart on purpose.
+    assert_eq!(pool.stats().unwrap().used_bytes, 0);
+    assert!(pool.check().unwrap().free_blocks <= 2);
+}
+
+#[test]
+fn transfer_required_keeps_block_in_flight_until_attached() {
+    let creator = new_pool(4 * MIB);
+    let receiver = open(&creator);
+    let block = creator.allocate(256, true).unwrap();
+    fill(&creator, &block, 42);
+    let h = handle(&creator, &block);
+    creator.release(block.offset, block.generation).unwrap();
+    let s = creator.stats().unwrap();
+    assert_eq!((s.live_blocks, s.in_flight_blocks), (1, 1), "survives its creator's release");
+    let got = receiver.attach(&h).unwrap();
+    assert!(data(&receiver, &got).iter().all(|&b| b == 42));
+    assert_eq!(creator.stats().unwrap().in_flight_blocks, 0);
+    receiver.release(got.offset, got.generation).unwrap();
+    assert_eq!(creator.stats().unwrap().live_blocks, 0, "freed: refcount 0 and transferred");
+    assert_consistent(&creator);
+}
+
+#[test]
+fn transfer_not_required_frees_at_last_reference() {
+    let pool = new_pool(4 * MIB);
+    let block = pool.allocate(256, false).unwrap();
+    pool.retain(block.offset, block.generation).unwrap();
+    pool.release(block.offset, block.generation).unwrap();
+    assert_eq!(pool.stats().unwrap().live_blocks, 1, "one reference left");
+    pool.release(block.offset, block.generation).unwrap();
+    assert_eq!(pool.stats().unwrap().live_blocks, 0);
+    assert!(matches!(
+        pool.release(block.offset, block.generation),
+        Err(PoolError::NotHeld { .. })
+    ));
+}
+
+#[test]
+fn handle_of_freed_or_reused_block_is_stale() {
+    let pool = new_pool(16 * MIB);
+    let other = open(&pool);
+    let first = pool.allocate(500, false).unwrap();
+    let old = handle(&pool, &first);
+    pool.release(first.offset, first.generation).unwrap();
+    assert!(matches!(other.attach(&old), Err(PoolError::StaleHandle { .. })), "freed");
+    let second = pool.allocate(500, false).unwrap();
+    assert_eq!(second.offset, first.offset, "the same place is reused");
+    assert!(matches!(other.attach(&old), Err(PoolError::StaleHandle { .. })), "reused");
+    // A block merged away by coalescing is stale too.
+    let a = pool.allocate(100, false).unwrap();
+    let b = pool.allocate(100, false).unwrap();
+    let hb = handle(&pool, &b);
+    pool.release(b.offset, b.generation).unwrap();
+    pool.release(a.offset, a.generation).unwrap();
+    assert!(matches!(other.attach(&hb), Err(PoolError::StaleHandle { .. })));
+    pool.release(second.offset, second.generation).unwrap();
+    assert_consistent(&pool);
+}
+
+#[test]
+fn forged_handles_are_invalid_and_touch_nothing() {
+    let pool = new_pool(4 * MIB);
+    let block = pool.allocate(1000, false).unwrap();
+    // Data crafted to look like a block header inside the block's data.
+    // SAFETY: we hold `block`, whose data is 1000 bytes (>= 128 written).
+    unsafe {
+        let p = pool.data_ptr(&block) as *mut u64;
+        let fake = [128u64, block.offset, 0x5553_4544 << 32, block.generation, 0, 500, 0, 0];
+        std::ptr::copy_nonoverlapping(fake.as_ptr(), p, fake.len());
+    }
+    let good = handle(&pool, &block);
+    let capacity = pool.capacity();
+    let forged = [
+        Handle { offset: good.offset + 64, ..good.clone() },
+        Handle { offset: good.offset + 1, ..good.clone() },
+        Handle { offset: 0, ..good.clone() },
+        Handle { offset: capacity, ..good.clone() },
+        Handle { offset: u64::MAX - 63, ..good.clone() },
+        Handle { generation: 0, ..good.clone() },
+        Handle { generation: u64::MAX, ..good.clone() },
+        Handle { byte_length: 1001, ..good.clone() },
+        Handle { byte_offset: 999, byte_length: 2, ..good.clone() },
+        Handle { byte_offset: u64::MAX, byte_length: 2, ..good.clone() },
+        Handle { segment: "arraypool-someoneelse".into(), ..good.clone() },
+        Handle { segment: "../../etc/passwd".into(), ..good.clone() },
+    ];
+    for h in &forged {
+        match pool.attach(h) {
+            Err(PoolError::InvalidHandle { .. }) | Err(PoolError::StaleHandle { .. }) => {}
+            other => panic!("{h:?} gave {other:?}"),
+        }
+    }
+    // The header-looking data 64 bytes in is not a block start.
+    assert!(matches!(pool.attach(&forged[0]), Err(PoolError::StaleHandle { .. })));
+    assert!(matches!(pool.attach(&forged[1]), Err(PoolError::InvalidHandle { .. })));
+    assert_eq!(pool.held_references(), 1);
+    assert_consistent(&pool);
+    pool.release(block.offset, block.generation).unwrap();
+}
+
+#[test]
+fn a_range_inside_the_block_attaches() {
+    let pool = new_pool(4 * MIB);
+    let block = pool.allocate(1000, false).unwrap();
+    let slice = Handle { byte_offset: 200, byte_length: 800, ..handle(&pool, &block) };
+    let r = pool.attach(&slice).unwrap();
+    assert_eq!(r.offset, block.offset);
+    assert_eq!(pool.held_references(), 2);
+    pool.release(r.offset, r.generation).unwrap();
+    pool.release(block.offset, block.generation).unwrap();
+}
+
+#[test]
+fn abandoned_process_is_reaped_exactly() {
+    let pool = new_pool(8 * MIB);
+    let shared = pool.allocate(4000, false).unwrap();
+    fill(&pool, &shared, 9);
+    let baseline = pool.stats().unwrap().used_bytes;
+    let worker = open(&pool);
+    let attached = worker.attach(&handle(&pool, &shared)).unwrap();
+    assert_eq!(attached.offset, shared.offset);
+    for i in 0..100 {
+        worker.allocate(100 + i * 10, i % 2 == 0).unwrap();
+    }
+    assert_eq!(pool.stats().unwrap().processes, 2);
+    worker.abandon(); // as if SIGKILLed: no release ran
+    assert_eq!(pool.stats().unwrap().processes, 1);
+    let report = pool.reap().unwrap();
+    assert_eq!(report.processes, 1);
+    assert_eq!(report.references, 101);
+    assert_eq!(report.blocks_freed, 100);
+    let after = pool.stats().unwrap();
+    assert_eq!(after.used_bytes, baseline, "back to the parent's own block");
+    assert!(data(&pool, &shared).iter().all(|&b| b == 9), "the parent's block is intact");
+    assert_consistent(&pool);
+    assert_eq!(pool.reap().unwrap().processes, 0, "reaping twice is harmless");
+    pool.release(shared.offset, shared.generation).unwrap();
+}
+
+#[test]
+fn blocks_dropped_before_death_stay_in_flight_for_the_receiver() {
+    let parent = new_pool(4 * MIB);
+    let worker = open(&parent);
+    let result = worker.allocate(64, true).unwrap();
+    fill(&worker, &result, 5);
+    let h = handle(&worker, &result);
+    worker.release(result.offset, result.generation).unwrap(); // worker GC
+    worker.abandon(); // worker exits/dies
+    parent.reap().unwrap();
+    let got = parent.attach(&h).unwrap();
+    assert!(data(&parent, &got).iter().all(|&b| b == 5));
+    parent.release(got.offset, got.generation).unwrap();
+    assert_eq!(parent.stats().unwrap().live_blocks, 0);
+}
+
+#[test]
+fn a_dead_slot_is_reaped_when_reused() {
+    let pool = new_pool(4 * MIB);
+    let worker = open(&pool);
+    let slot = worker.slot();
+    worker.allocate(1000, false).unwrap();
+    worker.abandon();
+    let next = open(&pool);
+    assert_eq!(next.slot(), slot, "the free slot is reused");
+    assert_eq!(pool.stats().unwrap().live_blocks, 0, "its previous owner's block was reaped");
+    assert_consistent(&pool);
+}
+
+#[test]
+fn full_pool_reaps_dead_processes_before_failing() {
+    let pool = new_pool(2 * MIB);
+    let worker = open(&pool);
+    worker.allocate(1500 * 1024, false).unwrap();
+    worker.abandon();
+    let b = pool.allocate(1500 * 1024, false).expect("reaping the dead worker makes room");
+    pool.release(b.offset, b.generation).unwrap();
+}
+
+#[test]
+fn closing_releases_references_and_creator_unlinks() {
+    let pool = new_pool(4 * MIB);
+    let name = pool.name().to_string();
+    let user = open(&pool);
+    let kept = user.allocate(100, false).unwrap();
+    let _ = kept;
+    user.close().unwrap();
+    assert_eq!(pool.stats().unwrap().live_blocks, 0);
+    assert!(segment_exists(&name));
+    pool.close().unwrap();
+    assert!(!segment_exists(&name));
+    assert!(matches!(
+        Pool::open(&name, PoolOptions::default()),
+        Err(PoolError::SegmentNotFound { .. })
+    ));
+}
+
+#[test]
+fn large_freed_blocks_return_their_pages_and_are_reserved_again() {
+    let pool = Pool::create(PoolOptions {
+        capacity: Some(64 * MIB),
+        punch_threshold: 4 * MIB,
+        ..Default::default()
+    })
+    .unwrap();
+    let big = pool.allocate(16 * MIB, false).unwrap();
+    fill(&pool, &big, 1);
+    let resident = || {
+        let path = format!("/dev/shm/{}", pool.name());
+        let meta = std::fs::metadata(path).unwrap();
+        std::os::unix::fs::MetadataExt::blocks(&meta) * 512
+    };
+    assert!(resident() >= 16 * MIB);
+    pool.release(big.offset, big.generation).unwrap();
+    assert!(resident() < 4 * MIB, "pages returned: {} bytes resident", resident());
+    assert_consistent(&pool);
+    let again = pool.allocate(16 * MIB, false).unwrap();
+    fill(&pool, &again, 2);
+    assert!(resident() >= 16 * MIB);
+    pool.release(again.offset, again.generation).unwrap();
+    // Small blocks keep their pages warm.
+    let small = pool.allocate(MIB, false).unwrap();
+    fill(&pool, &small, 3);
+    let warm = resident();
+    pool.release(small.offset, small.generation).unwrap();
+    assert_eq!(resident(), warm);
+}
+
+#[test]
+fn bad_capacities_and_names_are_refused() {
+    let too_small = Pool::create(PoolOptions { capacity: Some(4096), ..Default::default() });
+    assert!(matches!(too_small, Err(PoolError::InvalidCapacity { .. })));
+    let (total, _) = arraypool_core::shm_filesystem_bytes().unwrap();
+    let too_big = Pool::create(PoolOptions { capacity: Some(total + 4096), ..Default::default() });
+    assert!(matches!(too_big, Err(PoolError::InvalidCapacity { .. })));
+    let bad_name = Pool::create(PoolOptions { name: Some("/etc/x".into()), capacity: Some(MIB), ..Default::default() });
+    assert!(matches!(bad_name, Err(PoolError::InvalidName { .. })));
+    assert!(matches!(Pool::open("../../etc/passwd", PoolOptions::default()), Err(PoolError::InvalidName { .. })));
+}
+
+#[test]
+fn a_segment_that_is_not_a_pool_is_refused() {
+    let name = arraypool_core::random_name().unwrap();
+    let path = format!("/dev/shm/{name}");
+    std::fs::write(&path, vec![0x5au8; 1 << 20]).unwrap();
+    let got = Pool::open(&name, PoolOptions::default());
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(got, Err(PoolError::InvalidSegment { .. })), "{:?}", got.err());
+    // A real pool whose size was changed behind its back is refused too.
+    let pool = new_pool(2 * MIB);
+    let f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/{}", pool.name())).unwrap();
+    f.set_len(3 * MIB).unwrap();
+    assert!(matches!(open_err(&pool), PoolError::InvalidSegment { .. }));
+}
+
+fn open_err(pool: &Pool) -> PoolError {
+    Pool::open(pool.name(), PoolOptions::default()).err().expect("open must fail")
+}
+
+#[test]
+fn many_processes_fill_the_table_then_get_a_clear_error() {
+    let pool = new_pool(4 * MIB);
+    let mut others = Vec::new();
+    loop {
+        match Pool::open(pool.name(), PoolOptions::default()) {
+            Ok(p) => others.push(p),
+            Err(e) => {
+                assert!(matches!(e, PoolError::TooManyProcesses { max: 64 }), "{e:?}");
+                break;
+            }
+        }
+        assert!(others.len() < 64);
+    }
+    assert_eq!(others.len(), 63);
+    assert_eq!(pool.stats().unwrap().processes, 64);
+}
+
+#[test]
+fn threads_of_one_process_share_its_slot() {
+    let pool = std::sync::Arc::new(new_pool(32 * MIB));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000u64 {
+                    let b = pool.allocate(64 + (i * 37 + t) % 5000, i % 3 == 0).unwrap();
+                    let h = handle(&pool, &b);
+                    let again = pool.attach(&h).unwrap();
+                    pool.release(b.offset, b.generation).unwrap();
+                    pool.release(again.offset, again.generation).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_consistent(&pool);
+    assert_eq!(pool.stats().unwrap().live_blocks, 0);
+}
