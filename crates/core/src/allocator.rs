@@ -62,7 +62,7 @@ impl<'a> Heap<'a> {
     /// Whether `offset` is where a block starts. Offsets outside the heap or
     /// not 64-aligned are never block starts.
     pub fn is_block_start(&self, offset: u64) -> bool {
-        if offset % BLOCK_ALIGN != 0 || offset < self.start || offset >= self.end {
+        if !offset.is_multiple_of(BLOCK_ALIGN) || offset < self.start || offset >= self.end {
             return false;
         }
         let (word, bit) = self.bitmap_word(offset);
@@ -310,7 +310,10 @@ impl<'a> Heap<'a> {
         while offset < self.end {
             let b = self.block(offset);
             let size = b.size.load(Relaxed);
-            if size < BLOCK_HEADER_SIZE || size % BLOCK_ALIGN != 0 || offset + size > self.end {
+            if size < BLOCK_HEADER_SIZE
+                || !size.is_multiple_of(BLOCK_ALIGN)
+                || offset + size > self.end
+            {
                 return Err(format!("block at {offset} has an impossible size {size}"));
             }
             if b.prev_phys.load(Relaxed) != prev {

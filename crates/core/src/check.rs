@@ -40,21 +40,27 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
         let size = b.size.load(Relaxed);
         let tag = b.tag.load(Relaxed);
         if !heap.is_block_start(offset) {
-            violation = Some(format!("block at {offset} is not marked in the block-start bitmap"));
+            violation = Some(format!(
+                "block at {offset} is not marked in the block-start bitmap"
+            ));
             return;
         }
         if let Some(inner) = (offset + BLOCK_ALIGN..offset + size)
             .step_by(BLOCK_ALIGN as usize)
             .find(|&o| heap.is_block_start(o))
         {
-            violation = Some(format!("offset {inner} inside the block at {offset} is marked as a block start"));
+            violation = Some(format!(
+                "offset {inner} inside the block at {offset} is marked as a block start"
+            ));
             return;
         }
         match tag & TAG_MASK {
             TAG_FREE => {
                 let flags = tag & FLAG_UNRESERVED;
                 if prev_free_flags == Some(flags) {
-                    violation = Some(format!("free block at {offset} is not coalesced with its free predecessor"));
+                    violation = Some(format!(
+                        "free block at {offset} is not coalesced with its free predecessor"
+                    ));
                 }
                 if b.holders.load(Relaxed) != 0 {
                     violation = Some(format!("free block at {offset} has holders"));
@@ -78,16 +84,21 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
                 }
                 if holders == 0 {
                     if tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0 {
-                        violation = Some(format!("block at {offset} has no holder but was not freed"));
+                        violation =
+                            Some(format!("block at {offset} has no holder but was not freed"));
                     }
                     in_flight += 1;
                 }
                 let generation = b.generation.load(Relaxed);
                 if generation == 0 || generation >= next_generation {
-                    violation = Some(format!("block at {offset} has generation {generation} never issued"));
+                    violation = Some(format!(
+                        "block at {offset} has generation {generation} never issued"
+                    ));
                 }
                 if b.data_len.load(Relaxed) > size - BLOCK_HEADER_SIZE {
-                    violation = Some(format!("block at {offset} claims more data than it has room for"));
+                    violation = Some(format!(
+                        "block at {offset} claims more data than it has room for"
+                    ));
                 }
             }
             _ => violation = Some(format!("block at {offset} has an unknown tag {tag:#x}")),
@@ -101,17 +112,26 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
     let counters = [
         ("used_bytes", h.used_bytes.load(Relaxed), used),
         ("live_blocks", h.live_blocks.load(Relaxed), live),
-        ("in_flight_blocks", h.in_flight_blocks.load(Relaxed), in_flight),
+        (
+            "in_flight_blocks",
+            h.in_flight_blocks.load(Relaxed),
+            in_flight,
+        ),
     ];
     for (name, stored, counted) in counters {
         if stored != counted {
-            return Err(format!("header counter {name} is {stored}, the heap has {counted}"));
+            return Err(format!(
+                "header counter {name} is {stored}, the heap has {counted}"
+            ));
         }
     }
     for (k, p) in h.processes.iter().enumerate() {
         let stored = p.held_blocks.load(Relaxed);
         if stored != per_slot[k] {
-            return Err(format!("process slot {k} records {stored} held blocks, the heap has {}", per_slot[k]));
+            return Err(format!(
+                "process slot {k} records {stored} held blocks, the heap has {}",
+                per_slot[k]
+            ));
         }
     }
     check_free_lists(heap, free_blocks)
@@ -129,12 +149,16 @@ fn check_free_lists(heap: &Heap, free_blocks: u64) -> Result<(), String> {
         for sl in 0..SL_COUNT {
             let mut cursor = h.free_heads[fl][sl].load(Relaxed);
             if (cursor != NONE) != (sl_map >> sl & 1 == 1) {
-                return Err(format!("second-level bitmap disagrees with list ({fl}, {sl})"));
+                return Err(format!(
+                    "second-level bitmap disagrees with list ({fl}, {sl})"
+                ));
             }
             let mut prev = NONE;
             while cursor != NONE {
                 if !heap.is_block_start(cursor) || !heap.is_free(cursor) {
-                    return Err(format!("list ({fl}, {sl}) links {cursor}, which is not a free block"));
+                    return Err(format!(
+                        "list ({fl}, {sl}) links {cursor}, which is not a free block"
+                    ));
                 }
                 let b = heap.block(cursor);
                 if size_class(b.size.load(Relaxed)) != (fl, sl) {
@@ -153,7 +177,9 @@ fn check_free_lists(heap: &Heap, free_blocks: u64) -> Result<(), String> {
         }
     }
     if listed != free_blocks {
-        return Err(format!("{free_blocks} free blocks in the heap, {listed} in the free lists"));
+        return Err(format!(
+            "{free_blocks} free blocks in the heap, {listed} in the free lists"
+        ));
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ impl Handle {
     /// Checks that need no lock: alignment, heap bounds, a generation that
     /// was ever issued, and a byte range that does not overflow.
     pub(crate) fn check_shape(&self, heap: &Heap, next_generation: u64) -> Result<()> {
-        if self.offset % BLOCK_ALIGN != 0 {
+        if !self.offset.is_multiple_of(BLOCK_ALIGN) {
             return Err(PoolError::invalid_handle(format!(
                 "offset {} is not 64-byte aligned",
                 self.offset

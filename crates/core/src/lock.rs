@@ -123,7 +123,10 @@ mod tests {
     #[test]
     fn uncontended_acquire_release() {
         with_view(|v| {
-            assert_eq!(acquire(&v, 3, Duration::from_secs(1), false, |_| true), Ok(Acquired::Clean));
+            assert_eq!(
+                acquire(&v, 3, Duration::from_secs(1), false, |_| true),
+                Ok(Acquired::Clean)
+            );
             assert_eq!(v.header().lock_word.load(Ordering::Relaxed), 4);
             release(&v, 3);
             assert_eq!(v.header().lock_word.load(Ordering::Relaxed), 0);
@@ -146,7 +149,10 @@ mod tests {
         with_view(|v| {
             v.header().lock_word.store(6, Ordering::Relaxed);
             let got = acquire(&v, 1, Duration::from_millis(30), false, |_| true);
-            assert!(matches!(got, Err(PoolError::LockTimeout { owner_slot: 5, .. })));
+            assert!(matches!(
+                got,
+                Err(PoolError::LockTimeout { owner_slot: 5, .. })
+            ));
         });
     }
 

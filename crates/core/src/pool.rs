@@ -167,10 +167,11 @@ impl Pool {
                 reason: "larger than 1 PiB".into(),
             });
         }
-        let geometry = Geometry::for_capacity(capacity).ok_or_else(|| PoolError::InvalidCapacity {
-            requested: capacity,
-            reason: format!("at least {} bytes are needed", Geometry::min_capacity()),
-        })?;
+        let geometry =
+            Geometry::for_capacity(capacity).ok_or_else(|| PoolError::InvalidCapacity {
+                requested: capacity,
+                reason: format!("at least {} bytes are needed", Geometry::min_capacity()),
+            })?;
         let name = match &options.name {
             Some(n) => n.clone(),
             None => segment::random_name()?,
@@ -218,7 +219,12 @@ impl Pool {
         Self::register(segment, view, options, false)
     }
 
-    fn register(segment: Segment, view: SegmentView, options: PoolOptions, creator: bool) -> Result<Pool> {
+    fn register(
+        segment: Segment,
+        view: SegmentView,
+        options: PoolOptions,
+        creator: bool,
+    ) -> Result<Pool> {
         let mut slot = None;
         for k in 0..MAX_PROCESSES {
             if segment.try_lock_slot(k)? {
@@ -268,7 +274,11 @@ impl Pool {
 
     /// Runs `f` under the segment lock as one transaction: committed when it
     /// returns `Ok`, rolled back when it returns `Err`.
-    fn critical_section<T>(&self, registering: bool, f: impl FnOnce(&Heap) -> Result<T>) -> Result<T> {
+    fn critical_section<T>(
+        &self,
+        registering: bool,
+        f: impl FnOnce(&Heap) -> Result<T>,
+    ) -> Result<T> {
         let acquired = lock::acquire(
             &self.view,
             self.slot,
@@ -302,7 +312,9 @@ impl Pool {
     fn lock_local(&self) -> MutexGuard<'_, HashMap<u64, LocalRef>> {
         // A panic while holding this mutex cannot leave the map half
         // updated (single inserts/removes), so poisoning is ignored.
-        self.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.local
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Allocates a block with room for `len` bytes and takes one reference
@@ -352,10 +364,14 @@ impl Pool {
                 reserved_len = match self.segment.reserve(offset, chunk) {
                     Ok(()) => chunk,
                     Err(PoolError::NoSpace { .. }) if chunk > size => {
-                        self.segment.reserve(offset, size).map_err(|_| PoolError::NoSpace { requested: len })?;
+                        self.segment
+                            .reserve(offset, size)
+                            .map_err(|_| PoolError::NoSpace { requested: len })?;
                         size
                     }
-                    Err(PoolError::NoSpace { .. }) => return Err(PoolError::NoSpace { requested: len }),
+                    Err(PoolError::NoSpace { .. }) => {
+                        return Err(PoolError::NoSpace { requested: len })
+                    }
                     Err(e) => return Err(e),
                 };
             }
@@ -368,7 +384,11 @@ impl Pool {
             let h = v.header();
             let generation = h.next_generation.load(Relaxed);
             v.set(&h.next_generation, generation + 1);
-            let flags = if transfer_required { FLAG_TRANSFER_REQUIRED } else { 0 };
+            let flags = if transfer_required {
+                FLAG_TRANSFER_REQUIRED
+            } else {
+                0
+            };
             v.set(&b.tag, TAG_USED | flags);
             v.set(&b.generation, generation);
             v.set(&b.holders, refs::slot_bit(self.slot));
@@ -406,7 +426,10 @@ impl Pool {
         let next_generation = self.view.header().next_generation.load(Acquire);
         handle.check_shape(&Heap::new(&self.view), next_generation)?;
         let mut local = self.lock_local();
-        if let Some(held) = local.get_mut(&handle.offset).filter(|r| r.generation == handle.generation) {
+        if let Some(held) = local
+            .get_mut(&handle.offset)
+            .filter(|r| r.generation == handle.generation)
+        {
             // We hold the block already, so it cannot change under us.
             let b = self.view.block(handle.offset);
             handle.check_range(b.data_len.load(Relaxed))?;
@@ -449,7 +472,10 @@ impl Pool {
     /// view, a slice). Touches no shared state.
     pub fn retain(&self, offset: u64, generation: u64) -> Result<()> {
         let mut local = self.lock_local();
-        match local.get_mut(&offset).filter(|r| r.generation == generation) {
+        match local
+            .get_mut(&offset)
+            .filter(|r| r.generation == generation)
+        {
             Some(held) => {
                 held.count += 1;
                 Ok(())
@@ -462,7 +488,10 @@ impl Pool {
     /// record, and the block is freed when the lifetime rule allows.
     pub fn release(&self, offset: u64, generation: u64) -> Result<()> {
         let mut local = self.lock_local();
-        match local.get_mut(&offset).filter(|r| r.generation == generation) {
+        match local
+            .get_mut(&offset)
+            .filter(|r| r.generation == generation)
+        {
             Some(held) if held.count > 1 => {
                 held.count -= 1;
                 return Ok(());
@@ -484,7 +513,8 @@ impl Pool {
             let size = b.size.load(Relaxed);
             let others = b.holders.load(Relaxed) & !refs::slot_bit(self.slot);
             let tag = b.tag.load(Relaxed);
-            let will_free = others == 0 && (tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0);
+            let will_free =
+                others == 0 && (tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0);
             if will_free && size >= threshold {
                 // Return the pages outside the lock; meanwhile the block is
                 // ours alone and no handle can attach it.
@@ -498,9 +528,10 @@ impl Pool {
         })?;
         if punch {
             let b = self.view.block(offset);
-            let _ = self
-                .segment
-                .punch_hole(offset + BLOCK_HEADER_SIZE, b.size.load(Relaxed) - BLOCK_HEADER_SIZE);
+            let _ = self.segment.punch_hole(
+                offset + BLOCK_HEADER_SIZE,
+                b.size.load(Relaxed) - BLOCK_HEADER_SIZE,
+            );
             self.critical_section(false, |heap| {
                 if refs::drop_holder(heap, offset, self.slot, false) == Dropped::Free {
                     refs::free_block(heap, offset, true);
@@ -532,7 +563,10 @@ impl Pool {
         let h = self.view.header();
         let mut dead = 0u64;
         for (k, entry) in h.processes.iter().enumerate() {
-            if k as u32 != self.slot && entry.state.load(Relaxed) == SLOT_ACTIVE && !self.segment.slot_alive(k) {
+            if k as u32 != self.slot
+                && entry.state.load(Relaxed) == SLOT_ACTIVE
+                && !self.segment.slot_alive(k)
+            {
                 dead |= refs::slot_bit(k as u32);
             }
         }
@@ -587,7 +621,8 @@ impl Pool {
                 .iter()
                 .enumerate()
                 .filter(|(k, p)| {
-                    p.state.load(Relaxed) == SLOT_ACTIVE && (*k as u32 == self.slot || self.segment.slot_alive(*k))
+                    p.state.load(Relaxed) == SLOT_ACTIVE
+                        && (*k as u32 == self.slot || self.segment.slot_alive(*k))
                 })
                 .count() as u64;
             Ok(Stats {
@@ -620,7 +655,11 @@ impl Pool {
             return Ok(());
         }
         self.shut_down = true;
-        let held: Vec<u64> = self.lock_local().drain().map(|(offset, _)| offset).collect();
+        let held: Vec<u64> = self
+            .lock_local()
+            .drain()
+            .map(|(offset, _)| offset)
+            .collect();
         let mut first_error = None;
         for offset in held {
             if let Err(e) = self.drop_reference(offset) {
@@ -679,11 +718,15 @@ fn validate_header(view: &SegmentView, len: u64) -> Result<()> {
     }
     let version = h.layout_version.load(Relaxed);
     if version != LAYOUT_VERSION as u64 {
-        return bad(format!("layout version {version}, this build reads {LAYOUT_VERSION}"));
+        return bad(format!(
+            "layout version {version}, this build reads {LAYOUT_VERSION}"
+        ));
     }
     let capacity = h.capacity.load(Relaxed);
     if capacity != len {
-        return bad(format!("header says {capacity} bytes, the segment has {len}"));
+        return bad(format!(
+            "header says {capacity} bytes, the segment has {len}"
+        ));
     }
     let expected = Geometry::for_capacity(capacity);
     let found = Geometry {

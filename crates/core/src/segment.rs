@@ -66,9 +66,13 @@ pub fn random_name() -> Result<String> {
 
 /// Size and free space of the `/dev/shm` filesystem, in bytes.
 pub fn shm_filesystem_bytes() -> Result<(u64, u64)> {
-    let st = nix::sys::statvfs::statvfs(SHM_DIR).map_err(|e| PoolError::os("statvfs /dev/shm", e))?;
+    let st =
+        nix::sys::statvfs::statvfs(SHM_DIR).map_err(|e| PoolError::os("statvfs /dev/shm", e))?;
     let unit = st.fragment_size() as u64;
-    Ok((st.blocks() as u64 * unit, st.blocks_available() as u64 * unit))
+    Ok((
+        st.blocks() as u64 * unit,
+        st.blocks_available() as u64 * unit,
+    ))
 }
 
 fn shm_path(bare_name: &str) -> String {
@@ -113,16 +117,21 @@ impl Segment {
     /// Opens an existing segment by name and maps all of it.
     pub fn open(name: &str) -> Result<Segment> {
         let bare = validate_name(name)?;
-        let fd = shm_open(shm_path(bare).as_str(), OFlag::O_RDWR, Mode::empty()).map_err(|e| match e {
-            Errno::ENOENT => PoolError::SegmentNotFound {
-                name: bare.to_string(),
-            },
-            other => PoolError::os("shm_open", other),
-        })?;
+        let fd =
+            shm_open(shm_path(bare).as_str(), OFlag::O_RDWR, Mode::empty()).map_err(
+                |e| match e {
+                    Errno::ENOENT => PoolError::SegmentNotFound {
+                        name: bare.to_string(),
+                    },
+                    other => PoolError::os("shm_open", other),
+                },
+            )?;
         let size = fstat(&fd).map_err(|e| PoolError::os("fstat", e))?.st_size as u64;
         if size == 0 {
             return Err(PoolError::InvalidSegment {
-                reason: "the segment is empty (its creator has not sized it yet, or it is not a pool)".into(),
+                reason:
+                    "the segment is empty (its creator has not sized it yet, or it is not a pool)"
+                        .into(),
             });
         }
         let map = map(&fd, size)?;
@@ -166,7 +175,12 @@ impl Segment {
         if len == 0 {
             return Ok(());
         }
-        match fallocate(&self.fd, FallocateFlags::empty(), offset as libc::off_t, len as libc::off_t) {
+        match fallocate(
+            &self.fd,
+            FallocateFlags::empty(),
+            offset as libc::off_t,
+            len as libc::off_t,
+        ) {
             Ok(()) => Ok(()),
             Err(Errno::ENOSPC) => Err(PoolError::NoSpace { requested: len }),
             Err(e) => Err(PoolError::os("fallocate", e)),
@@ -260,7 +274,11 @@ mod tests {
             "arraypool-abc\0",
             "//arraypool-abc",
         ] {
-            assert_eq!(validate_name(bad).map_err(|e| e.code()), Err("ERR_INVALID_NAME"), "{bad:?}");
+            assert_eq!(
+                validate_name(bad).map_err(|e| e.code()),
+                Err("ERR_INVALID_NAME"),
+                "{bad:?}"
+            );
         }
         let long = format!("arraypool-{}", "a".repeat(MAX_NAME_SUFFIX + 1));
         assert!(validate_name(&long).is_err());
@@ -277,7 +295,9 @@ mod tests {
 
     #[test]
     fn missing_segment_is_not_found() {
-        let e = Segment::open("arraypool-doesnotexist0123").err().map(|e| e.code());
+        let e = Segment::open("arraypool-doesnotexist0123")
+            .err()
+            .map(|e| e.code());
         assert_eq!(e, Some("ERR_SEGMENT_NOT_FOUND"));
     }
 

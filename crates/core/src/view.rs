@@ -55,7 +55,10 @@ impl SegmentView {
     /// callers validate offsets that come from outside first.
     pub fn block(&self, offset: u64) -> &BlockHeader {
         assert!(
-            offset % 64 == 0 && offset.checked_add(BLOCK_HEADER_SIZE).is_some_and(|end| end <= self.len),
+            offset.is_multiple_of(64)
+                && offset
+                    .checked_add(BLOCK_HEADER_SIZE)
+                    .is_some_and(|end| end <= self.len),
             "block offset {offset} outside the mapping"
         );
         // SAFETY: checked just above that the 64 bytes are inside the
@@ -65,7 +68,7 @@ impl SegmentView {
 
     /// The 64-bit word at `offset`, if it lies inside the mapping and is aligned.
     pub fn word(&self, offset: u64) -> Option<&AtomicU64> {
-        if offset % 8 != 0 || offset.checked_add(8)? > self.len {
+        if !offset.is_multiple_of(8) || offset.checked_add(8)? > self.len {
             return None;
         }
         // SAFETY: aligned and inside the live mapping (checked above).
@@ -74,7 +77,10 @@ impl SegmentView {
 
     /// Pointer to byte `offset` of the mapping (for array data).
     pub fn ptr(&self, offset: u64) -> *mut u8 {
-        assert!(offset <= self.len, "data offset {offset} outside the mapping");
+        assert!(
+            offset <= self.len,
+            "data offset {offset} outside the mapping"
+        );
         // SAFETY: offset is within the mapping (checked above).
         unsafe { self.base.add(offset as usize) }
     }
@@ -90,10 +96,15 @@ impl SegmentView {
     pub fn set(&self, field: &AtomicU64, value: u64) {
         let header = self.header();
         let n = header.journal_len.load(Ordering::Relaxed) as usize;
-        assert!(n < JOURNAL_CAPACITY, "journal overflow: a transaction is larger than designed");
+        assert!(
+            n < JOURNAL_CAPACITY,
+            "journal overflow: a transaction is larger than designed"
+        );
         let entry = &header.journal[n];
         entry.offset.store(self.offset_of(field), Ordering::Relaxed);
-        entry.old_value.store(field.load(Ordering::Relaxed), Ordering::Relaxed);
+        entry
+            .old_value
+            .store(field.load(Ordering::Relaxed), Ordering::Relaxed);
         header.journal_len.store(n as u64 + 1, Ordering::Release);
         // Release keeps the journal entry ahead of this write even if the
         // process is killed between the two.

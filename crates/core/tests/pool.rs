@@ -36,7 +36,10 @@ fn every_block_is_64_byte_aligned_and_blocks_do_not_overlap() {
         assert_eq!(pool.data_ptr(&b) as usize % 64, 0, "len {len}");
         blocks.push(b);
     }
-    let mut ranges: Vec<(u64, u64)> = blocks.iter().map(|b| (b.data_offset, b.data_offset + b.data_len)).collect();
+    let mut ranges: Vec<(u64, u64)> = blocks
+        .iter()
+        .map(|b| (b.data_offset, b.data_offset + b.data_len))
+        .collect();
     ranges.sort();
     for w in ranges.windows(2) {
         assert!(w[0].1 <= w[1].0, "overlap {:?}", w);
@@ -76,11 +79,17 @@ fn full_pool_reports_requested_free_and_largest() {
             largest_free,
         }) => {
             assert_eq!(requested, MIB + 1);
-            assert!(free < MIB && largest_free <= free, "free {free} largest {largest_free}");
+            assert!(
+                free < MIB && largest_free <= free,
+                "free {free} largest {largest_free}"
+            );
         }
         other => panic!("expected PoolFull, got {other:?}"),
     }
-    assert!(matches!(pool.allocate(u64::MAX, false), Err(PoolError::PoolFull { .. })));
+    assert!(matches!(
+        pool.allocate(u64::MAX, false),
+        Err(PoolError::PoolFull { .. })
+    ));
     // The pool keeps serving requests that fit.
     let small = pool.allocate(1000, false).unwrap();
     pool.release(small.offset, small.generation).unwrap();
@@ -94,9 +103,12 @@ fn full_pool_reports_requested_free_and_largest() {
 #[test]
 fn freed_neighbours_coalesce_in_any_order() {
     let pool = new_pool(8 * MIB);
-    let blocks: Vec<_> = (0..8).map(|i| pool.allocate(1000 * (i + 1), false).unwrap()).collect();
+    let blocks: Vec<_> = (0..8)
+        .map(|i| pool.allocate(1000 * (i + 1), false).unwrap())
+        .collect();
     for i in [1usize, 3, 5, 7, 0, 2, 6, 4] {
-        pool.release(blocks[i].offset, blocks[i].generation).unwrap();
+        pool.release(blocks[i].offset, blocks[i].generation)
+            .unwrap();
         assert_consistent(&pool);
     }
     // What remains: the warm region the blocks came from and the untouched
@@ -114,12 +126,20 @@ fn transfer_required_keeps_block_in_flight_until_attached() {
     let h = handle(&creator, &block);
     creator.release(block.offset, block.generation).unwrap();
     let s = creator.stats().unwrap();
-    assert_eq!((s.live_blocks, s.in_flight_blocks), (1, 1), "survives its creator's release");
+    assert_eq!(
+        (s.live_blocks, s.in_flight_blocks),
+        (1, 1),
+        "survives its creator's release"
+    );
     let got = receiver.attach(&h).unwrap();
     assert!(data(&receiver, &got).iter().all(|&b| b == 42));
     assert_eq!(creator.stats().unwrap().in_flight_blocks, 0);
     receiver.release(got.offset, got.generation).unwrap();
-    assert_eq!(creator.stats().unwrap().live_blocks, 0, "freed: refcount 0 and transferred");
+    assert_eq!(
+        creator.stats().unwrap().live_blocks,
+        0,
+        "freed: refcount 0 and transferred"
+    );
     assert_consistent(&creator);
 }
 
@@ -145,17 +165,26 @@ fn handle_of_freed_or_reused_block_is_stale() {
     let first = pool.allocate(500, false).unwrap();
     let old = handle(&pool, &first);
     pool.release(first.offset, first.generation).unwrap();
-    assert!(matches!(other.attach(&old), Err(PoolError::StaleHandle { .. })), "freed");
+    assert!(
+        matches!(other.attach(&old), Err(PoolError::StaleHandle { .. })),
+        "freed"
+    );
     let second = pool.allocate(500, false).unwrap();
     assert_eq!(second.offset, first.offset, "the same place is reused");
-    assert!(matches!(other.attach(&old), Err(PoolError::StaleHandle { .. })), "reused");
+    assert!(
+        matches!(other.attach(&old), Err(PoolError::StaleHandle { .. })),
+        "reused"
+    );
     // A block merged away by coalescing is stale too.
     let a = pool.allocate(100, false).unwrap();
     let b = pool.allocate(100, false).unwrap();
     let hb = handle(&pool, &b);
     pool.release(b.offset, b.generation).unwrap();
     pool.release(a.offset, a.generation).unwrap();
-    assert!(matches!(other.attach(&hb), Err(PoolError::StaleHandle { .. })));
+    assert!(matches!(
+        other.attach(&hb),
+        Err(PoolError::StaleHandle { .. })
+    ));
     pool.release(second.offset, second.generation).unwrap();
     assert_consistent(&pool);
 }
@@ -168,24 +197,71 @@ fn forged_handles_are_invalid_and_touch_nothing() {
     // SAFETY: we hold `block`, whose data is 1000 bytes (>= 128 written).
     unsafe {
         let p = pool.data_ptr(&block) as *mut u64;
-        let fake = [128u64, block.offset, 0x5553_4544 << 32, block.generation, 0, 500, 0, 0];
+        let fake = [
+            128u64,
+            block.offset,
+            0x5553_4544 << 32,
+            block.generation,
+            0,
+            500,
+            0,
+            0,
+        ];
         std::ptr::copy_nonoverlapping(fake.as_ptr(), p, fake.len());
     }
     let good = handle(&pool, &block);
     let capacity = pool.capacity();
     let forged = [
-        Handle { offset: good.offset + 64, ..good.clone() },
-        Handle { offset: good.offset + 1, ..good.clone() },
-        Handle { offset: 0, ..good.clone() },
-        Handle { offset: capacity, ..good.clone() },
-        Handle { offset: u64::MAX - 63, ..good.clone() },
-        Handle { generation: 0, ..good.clone() },
-        Handle { generation: u64::MAX, ..good.clone() },
-        Handle { byte_length: 1001, ..good.clone() },
-        Handle { byte_offset: 999, byte_length: 2, ..good.clone() },
-        Handle { byte_offset: u64::MAX, byte_length: 2, ..good.clone() },
-        Handle { segment: "arraypool-someoneelse".into(), ..good.clone() },
-        Handle { segment: "../../etc/passwd".into(), ..good.clone() },
+        Handle {
+            offset: good.offset + 64,
+            ..good.clone()
+        },
+        Handle {
+            offset: good.offset + 1,
+            ..good.clone()
+        },
+        Handle {
+            offset: 0,
+            ..good.clone()
+        },
+        Handle {
+            offset: capacity,
+            ..good.clone()
+        },
+        Handle {
+            offset: u64::MAX - 63,
+            ..good.clone()
+        },
+        Handle {
+            generation: 0,
+            ..good.clone()
+        },
+        Handle {
+            generation: u64::MAX,
+            ..good.clone()
+        },
+        Handle {
+            byte_length: 1001,
+            ..good.clone()
+        },
+        Handle {
+            byte_offset: 999,
+            byte_length: 2,
+            ..good.clone()
+        },
+        Handle {
+            byte_offset: u64::MAX,
+            byte_length: 2,
+            ..good.clone()
+        },
+        Handle {
+            segment: "arraypool-someoneelse".into(),
+            ..good.clone()
+        },
+        Handle {
+            segment: "../../etc/passwd".into(),
+            ..good.clone()
+        },
     ];
     for h in &forged {
         match pool.attach(h) {
@@ -194,8 +270,14 @@ fn forged_handles_are_invalid_and_touch_nothing() {
         }
     }
     // The header-looking data 64 bytes in is not a block start.
-    assert!(matches!(pool.attach(&forged[0]), Err(PoolError::StaleHandle { .. })));
-    assert!(matches!(pool.attach(&forged[1]), Err(PoolError::InvalidHandle { .. })));
+    assert!(matches!(
+        pool.attach(&forged[0]),
+        Err(PoolError::StaleHandle { .. })
+    ));
+    assert!(matches!(
+        pool.attach(&forged[1]),
+        Err(PoolError::InvalidHandle { .. })
+    ));
     assert_eq!(pool.held_references(), 1);
     assert_consistent(&pool);
     pool.release(block.offset, block.generation).unwrap();
@@ -205,7 +287,11 @@ fn forged_handles_are_invalid_and_touch_nothing() {
 fn a_range_inside_the_block_attaches() {
     let pool = new_pool(4 * MIB);
     let block = pool.allocate(1000, false).unwrap();
-    let slice = Handle { byte_offset: 200, byte_length: 800, ..handle(&pool, &block) };
+    let slice = Handle {
+        byte_offset: 200,
+        byte_length: 800,
+        ..handle(&pool, &block)
+    };
     let r = pool.attach(&slice).unwrap();
     assert_eq!(r.offset, block.offset);
     assert_eq!(pool.held_references(), 2);
@@ -234,9 +320,16 @@ fn abandoned_process_is_reaped_exactly() {
     assert_eq!(report.blocks_freed, 100);
     let after = pool.stats().unwrap();
     assert_eq!(after.used_bytes, baseline, "back to the parent's own block");
-    assert!(data(&pool, &shared).iter().all(|&b| b == 9), "the parent's block is intact");
+    assert!(
+        data(&pool, &shared).iter().all(|&b| b == 9),
+        "the parent's block is intact"
+    );
     assert_consistent(&pool);
-    assert_eq!(pool.reap().unwrap().processes, 0, "reaping twice is harmless");
+    assert_eq!(
+        pool.reap().unwrap().processes,
+        0,
+        "reaping twice is harmless"
+    );
     pool.release(shared.offset, shared.generation).unwrap();
 }
 
@@ -265,7 +358,11 @@ fn a_dead_slot_is_reaped_when_reused() {
     worker.abandon();
     let next = open(&pool);
     assert_eq!(next.slot(), slot, "the free slot is reused");
-    assert_eq!(pool.stats().unwrap().live_blocks, 0, "its previous owner's block was reaped");
+    assert_eq!(
+        pool.stats().unwrap().live_blocks,
+        0,
+        "its previous owner's block was reaped"
+    );
     assert_consistent(&pool);
 }
 
@@ -275,7 +372,9 @@ fn full_pool_reaps_dead_processes_before_failing() {
     let worker = open(&pool);
     worker.allocate(1500 * 1024, false).unwrap();
     worker.abandon();
-    let b = pool.allocate(1500 * 1024, false).expect("reaping the dead worker makes room");
+    let b = pool
+        .allocate(1500 * 1024, false)
+        .expect("reaping the dead worker makes room");
     pool.release(b.offset, b.generation).unwrap();
 }
 
@@ -314,7 +413,11 @@ fn large_freed_blocks_return_their_pages_and_are_reserved_again() {
     };
     assert!(resident() >= 16 * MIB);
     pool.release(big.offset, big.generation).unwrap();
-    assert!(resident() < 4 * MIB, "pages returned: {} bytes resident", resident());
+    assert!(
+        resident() < 4 * MIB,
+        "pages returned: {} bytes resident",
+        resident()
+    );
     assert_consistent(&pool);
     let again = pool.allocate(16 * MIB, false).unwrap();
     fill(&pool, &again, 2);
@@ -330,14 +433,27 @@ fn large_freed_blocks_return_their_pages_and_are_reserved_again() {
 
 #[test]
 fn bad_capacities_and_names_are_refused() {
-    let too_small = Pool::create(PoolOptions { capacity: Some(4096), ..Default::default() });
+    let too_small = Pool::create(PoolOptions {
+        capacity: Some(4096),
+        ..Default::default()
+    });
     assert!(matches!(too_small, Err(PoolError::InvalidCapacity { .. })));
     let (total, _) = arraypool_core::shm_filesystem_bytes().unwrap();
-    let too_big = Pool::create(PoolOptions { capacity: Some(total + 4096), ..Default::default() });
+    let too_big = Pool::create(PoolOptions {
+        capacity: Some(total + 4096),
+        ..Default::default()
+    });
     assert!(matches!(too_big, Err(PoolError::InvalidCapacity { .. })));
-    let bad_name = Pool::create(PoolOptions { name: Some("/etc/x".into()), capacity: Some(MIB), ..Default::default() });
+    let bad_name = Pool::create(PoolOptions {
+        name: Some("/etc/x".into()),
+        capacity: Some(MIB),
+        ..Default::default()
+    });
     assert!(matches!(bad_name, Err(PoolError::InvalidName { .. })));
-    assert!(matches!(Pool::open("../../etc/passwd", PoolOptions::default()), Err(PoolError::InvalidName { .. })));
+    assert!(matches!(
+        Pool::open("../../etc/passwd", PoolOptions::default()),
+        Err(PoolError::InvalidName { .. })
+    ));
 }
 
 #[test]
@@ -347,16 +463,25 @@ fn a_segment_that_is_not_a_pool_is_refused() {
     std::fs::write(&path, vec![0x5au8; 1 << 20]).unwrap();
     let got = Pool::open(&name, PoolOptions::default());
     std::fs::remove_file(&path).unwrap();
-    assert!(matches!(got, Err(PoolError::InvalidSegment { .. })), "{:?}", got.err());
+    assert!(
+        matches!(got, Err(PoolError::InvalidSegment { .. })),
+        "{:?}",
+        got.err()
+    );
     // A real pool whose size was changed behind its back is refused too.
     let pool = new_pool(2 * MIB);
-    let f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/{}", pool.name())).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", pool.name()))
+        .unwrap();
     f.set_len(3 * MIB).unwrap();
     assert!(matches!(open_err(&pool), PoolError::InvalidSegment { .. }));
 }
 
 fn open_err(pool: &Pool) -> PoolError {
-    Pool::open(pool.name(), PoolOptions::default()).err().expect("open must fail")
+    Pool::open(pool.name(), PoolOptions::default())
+        .err()
+        .expect("open must fail")
 }
 
 #[test]
@@ -367,7 +492,10 @@ fn many_processes_fill_the_table_then_get_a_clear_error() {
         match Pool::open(pool.name(), PoolOptions::default()) {
             Ok(p) => others.push(p),
             Err(e) => {
-                assert!(matches!(e, PoolError::TooManyProcesses { max: 64 }), "{e:?}");
+                assert!(
+                    matches!(e, PoolError::TooManyProcesses { max: 64 }),
+                    "{e:?}"
+                );
                 break;
             }
         }
