@@ -94,6 +94,9 @@ impl SegmentView {
 
     /// Journaled write; only while holding the pool lock.
     pub fn set(&self, field: &AtomicU64, value: u64) {
+        if field.load(Ordering::Relaxed) == value {
+            return;
+        }
         let header = self.header();
         let n = header.journal_len.load(Ordering::Relaxed) as usize;
         assert!(
