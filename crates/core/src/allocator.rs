@@ -188,7 +188,8 @@ impl<'a> Heap<'a> {
 
     /// Splits `[offset, offset + size)` off the free block at `offset` (just
     /// removed from its list) and puts the rest back as a free block with
-    /// flags `rest_flags`. The caller sets the header of the first part.
+    /// flags `rest_flags`, merged with its next neighbour if that is free in
+    /// the same reservation state. The caller sets the header of the first part.
     fn split(&self, offset: u64, size: u64, rest_flags: u64) {
         let v = self.view;
         let b = self.block(offset);
@@ -197,8 +198,16 @@ impl<'a> Heap<'a> {
             return;
         }
         let rest = offset + size;
+        let mut rest_size = total - size;
+        if let Some(after) = self.next_phys(offset) {
+            if self.block(after).tag.load(Relaxed) == TAG_FREE | rest_flags {
+                self.remove_free(after);
+                rest_size += self.block(after).size.load(Relaxed);
+                self.mark_block_start(after, false);
+            }
+        }
         let r = self.block(rest);
-        v.set(&r.size, total - size);
+        v.set(&r.size, rest_size);
         v.set(&r.prev_phys, offset);
         v.set(&r.tag, TAG_FREE | rest_flags);
         v.set(&r.generation, 0);
@@ -213,9 +222,10 @@ impl<'a> Heap<'a> {
     }
 
     /// Takes `size` bytes from the free block at `offset`. When the block was
-    /// unreserved, `reserved_len` bytes from its start have just been backed:
-    /// the part of them beyond `size` goes back as a warm free block, the
-    /// remainder stays unreserved. Returns the size actually used (a tail too
+    /// unreserved, `reserved_len` bytes from its start have just been backed
+    /// (at least `size` + one header, or the whole block): the part of them
+    /// beyond `size` goes back as a warm free block, the remainder stays
+    /// unreserved. Every header written lies inside the backed range. Returns the size actually used (a tail too
     /// small to be a block stays with the allocation).
     pub fn take(&self, offset: u64, size: u64, reserved_len: u64) -> u64 {
         let b = self.block(offset);
@@ -223,7 +233,13 @@ impl<'a> Heap<'a> {
         self.remove_free(offset);
         if unreserved {
             let total = b.size.load(Relaxed);
-            let warm_end = reserved_len.min(total) / BLOCK_ALIGN * BLOCK_ALIGN;
+            // The cold rest's header needs backed pages too: keep one header
+            // of the backed range for it.
+            let warm_end = if reserved_len >= total {
+                total
+            } else {
+                reserved_len.saturating_sub(BLOCK_HEADER_SIZE) / BLOCK_ALIGN * BLOCK_ALIGN
+            };
             if warm_end >= size + BLOCK_HEADER_SIZE && total - warm_end >= BLOCK_HEADER_SIZE {
                 // [offset, +size) used | [+size, +warm_end) warm | rest cold
                 self.split(offset, warm_end, FLAG_UNRESERVED);

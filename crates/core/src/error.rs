@@ -11,6 +11,7 @@ pub enum PoolError {
     PoolFull {
         requested: u64,
         free: u64,
+        /// The largest request that would succeed now (data bytes).
         largest_free: u64,
     },
     /// The pool had room, but `/dev/shm` could not back the pages
@@ -35,6 +36,8 @@ pub enum PoolError {
     LockTimeout { owner_slot: u32, waited_ms: u64 },
     /// This reference was already released (or never taken by this process).
     NotHeld { offset: u64 },
+    /// This process closed its attachment to the pool.
+    Closed { name: String },
     /// An operating-system call failed.
     Os { op: &'static str, errno: i32 },
 }
@@ -54,6 +57,7 @@ impl PoolError {
             PoolError::InvalidCapacity { .. } => "ERR_INVALID_CAPACITY",
             PoolError::LockTimeout { .. } => "ERR_LOCK_TIMEOUT",
             PoolError::NotHeld { .. } => "ERR_NOT_HELD",
+            PoolError::Closed { .. } => "ERR_POOL_CLOSED",
             PoolError::Os { .. } => "ERR_OS",
         }
     }
@@ -118,6 +122,7 @@ impl fmt::Display for PoolError {
             PoolError::NotHeld { offset } => {
                 write!(f, "this process holds no reference to the block at offset {offset}")
             }
+            PoolError::Closed { name } => write!(f, "pool {name:?} was closed in this process"),
             PoolError::Os { op, errno } => write!(
                 f,
                 "{op} failed: {}",

@@ -25,8 +25,10 @@ pub const JOURNAL_CAPACITY: usize = 96;
 /// TLSF second-level subdivisions per power of two (log2).
 pub const SL_LOG: u32 = 4;
 pub const SL_COUNT: usize = 1 << SL_LOG;
-/// TLSF first-level classes: sizes up to 64 * 2^(FL_COUNT + 2) bytes.
+/// TLSF first-level classes: block sizes below 64 * 2^(FL_COUNT + 3) bytes.
 pub const FL_COUNT: usize = 44;
+/// Largest segment: 1 PiB (well inside the size classes above).
+pub const MAX_CAPACITY: u64 = 1 << 50;
 /// Header and bitmap are padded to a page so the heap starts page aligned.
 pub const PAGE: u64 = 4096;
 

@@ -3,6 +3,7 @@
 //! validation. All public operations are safe to call from several threads.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -129,7 +130,7 @@ pub struct Pool {
     /// process's threads around the holder bits (lock order: this, then the
     /// segment lock).
     local: Mutex<LocalRefs>,
-    shut_down: bool,
+    shut_down: AtomicBool,
 }
 
 /// Test-only hooks (used by this crate's tests and by the Node binding's
@@ -183,10 +184,10 @@ impl Pool {
                 reason: format!("/dev/shm holds only {shm_total} bytes"),
             });
         }
-        if capacity > 1 << 50 {
+        if capacity > MAX_CAPACITY {
             return Err(PoolError::InvalidCapacity {
                 requested: capacity,
-                reason: "larger than 1 PiB".into(),
+                reason: format!("larger than the maximum {MAX_CAPACITY}"),
             });
         }
         let geometry =
@@ -262,7 +263,7 @@ impl Pool {
             creator,
             options,
             local: Mutex::new(LocalRefs::default()),
-            shut_down: false,
+            shut_down: AtomicBool::new(false),
         };
         pool.critical_section(true, |heap| {
             let entry = &pool.view.header().processes[slot as usize];
@@ -342,6 +343,7 @@ impl Pool {
     /// Allocates a block with room for `len` bytes and takes one reference
     /// to it. The data is not cleared.
     pub fn allocate(&self, len: u64, transfer_required: bool) -> Result<BlockRef> {
+        self.ensure_open()?;
         let heap_bytes = {
             let h = self.view.header();
             h.heap_end.load(Relaxed) - h.heap_start.load(Relaxed)
@@ -438,6 +440,7 @@ impl Pool {
     /// Takes a reference to the block a handle names (from any process) and
     /// marks the block transferred.
     pub fn attach(&self, handle: &Handle) -> Result<BlockRef> {
+        self.ensure_open()?;
         if segment::validate_name(&handle.segment).ok() != Some(self.name()) {
             return Err(PoolError::invalid_handle(format!(
                 "the handle belongs to segment {:?}, not {:?}",
@@ -455,7 +458,6 @@ impl Pool {
             // We hold the block already, so it cannot change under us.
             let b = self.view.block(handle.offset);
             handle.check_range(b.data_len.load(Relaxed))?;
-            held.count += 1;
             if b.tag.load(Relaxed) & FLAG_TRANSFERRED == 0 {
                 self.critical_section(false, |_| {
                     let tag = b.tag.load(Relaxed);
@@ -463,6 +465,7 @@ impl Pool {
                     Ok(())
                 })?;
             }
+            held.count += 1;
             return Ok(self.block_ref(handle.offset));
         }
         self.critical_section(false, |heap| {
@@ -478,6 +481,37 @@ impl Pool {
             },
         );
         Ok(self.block_ref(handle.offset))
+    }
+
+    /// Another reference to (a range of) a block this process already holds:
+    /// a second view or a slice. Unlike `attach`, it does not mark the block
+    /// transferred (a slice is not a hand-over) and touches no shared state.
+    pub fn share(&self, handle: &Handle) -> Result<BlockRef> {
+        self.ensure_open()?;
+        let mut local = self.lock_local();
+        let held = local
+            .get_mut(&handle.offset)
+            .filter(|r| r.generation == handle.generation)
+            .ok_or(PoolError::NotHeld {
+                offset: handle.offset,
+            })?;
+        let b = self.view.block(handle.offset);
+        handle.check_range(b.data_len.load(Relaxed))?;
+        held.count += 1;
+        Ok(self.block_ref(handle.offset))
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.shut_down.load(Relaxed) {
+            return Err(PoolError::Closed {
+                name: self.name().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shut_down.load(Relaxed)
     }
 
     fn block_ref(&self, offset: u64) -> BlockRef {
@@ -606,19 +640,24 @@ impl Pool {
                 let slot = held.trailing_zeros();
                 held &= held - 1;
                 report.references += 1;
+                let b = heap.block(offset);
+                // A releaser that died may have punched the pages already.
+                let was_releasing = b.tag.load(Relaxed) & FLAG_RELEASING != 0;
                 if refs::drop_holder(heap, offset, slot, true) == Dropped::Free {
-                    let size = heap.block(offset).size.load(Relaxed);
-                    let punch = size >= self.options.punch_threshold
+                    let size = b.size.load(Relaxed);
+                    let punched = size >= self.options.punch_threshold
                         && self
                             .segment
                             .punch_hole(offset + BLOCK_HEADER_SIZE, size - BLOCK_HEADER_SIZE)
                             .is_ok();
-                    refs::free_block(heap, offset, punch);
+                    refs::free_block(heap, offset, punched || was_releasing);
                     report.blocks_freed += 1;
                     report.bytes_freed += size;
                 }
+                // One transaction per dropped holder keeps the journal bounded
+                // however many dead processes held the block.
+                self.view.commit();
             }
-            self.view.commit();
         }
         let h = self.view.header();
         let mut remaining = dead;
@@ -652,7 +691,7 @@ impl Pool {
                 heap_bytes,
                 used_bytes: used,
                 free_bytes: heap_bytes - used,
-                largest_free_bytes: heap.largest_free(),
+                largest_free_bytes: heap.largest_free().saturating_sub(BLOCK_HEADER_SIZE),
                 live_blocks: h.live_blocks.load(Relaxed),
                 in_flight_blocks: h.in_flight_blocks.load(Relaxed),
                 processes,
@@ -667,16 +706,14 @@ impl Pool {
     }
 
     /// Releases every reference this process holds, leaves the process
-    /// table, and (creator only) unlinks the segment name.
-    pub fn close(mut self) -> Result<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<()> {
-        if self.shut_down {
+    /// table, and (creator only) unlinks the segment name. The mapping stays
+    /// until the `Pool` is dropped, so memory still viewed by this process
+    /// is never unmapped under it; later operations fail with `Closed`.
+    /// Idempotent.
+    pub fn close(&self) -> Result<()> {
+        if self.shut_down.swap(true, Relaxed) {
             return Ok(());
         }
-        self.shut_down = true;
         let held: Vec<u64> = self
             .lock_local()
             .drain()
@@ -724,17 +761,26 @@ impl Pool {
         }
     }
 
+    /// Removes the segment's name now (creator or not): processes already
+    /// attached keep working, no new process can attach. Idempotent.
+    pub fn unlink_name(&self) -> Result<()> {
+        match Segment::unlink(self.name()) {
+            Ok(()) | Err(PoolError::SegmentNotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Drops the attachment as if the process had been killed: no
     /// reference is released and nothing is unlinked. For tests.
     #[doc(hidden)]
-    pub fn abandon(mut self) {
-        self.shut_down = true;
+    pub fn abandon(self) {
+        self.shut_down.store(true, Relaxed);
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let _ = self.shutdown();
+        let _ = self.close();
     }
 }
 
@@ -754,6 +800,11 @@ fn validate_header(view: &SegmentView, len: u64) -> Result<()> {
     if capacity != len {
         return bad(format!(
             "header says {capacity} bytes, the segment has {len}"
+        ));
+    }
+    if capacity > MAX_CAPACITY {
+        return bad(format!(
+            "capacity {capacity} exceeds the maximum {MAX_CAPACITY}"
         ));
     }
     let expected = Geometry::for_capacity(capacity);

@@ -528,3 +528,107 @@ fn threads_of_one_process_share_its_slot() {
     assert_consistent(&pool);
     assert_eq!(pool.stats().unwrap().live_blocks, 0);
 }
+
+#[test]
+fn share_makes_a_slice_without_marking_the_block_transferred() {
+    let worker = new_pool(4 * MIB);
+    let parent = open(&worker);
+    let block = worker.allocate(1000, true).unwrap();
+    let slice = Handle {
+        byte_offset: 500,
+        byte_length: 500,
+        ..handle(&worker, &block)
+    };
+    worker.share(&slice).unwrap();
+    assert_eq!(worker.held_references(), 2);
+    let too_long = Handle {
+        byte_offset: 600,
+        byte_length: 500,
+        ..slice.clone()
+    };
+    assert!(matches!(
+        worker.share(&too_long),
+        Err(PoolError::InvalidHandle { .. })
+    ));
+    assert!(
+        matches!(parent.share(&slice), Err(PoolError::NotHeld { .. })),
+        "share needs a held block"
+    );
+    worker.release(block.offset, block.generation).unwrap();
+    worker.release(block.offset, block.generation).unwrap();
+    assert_eq!(
+        worker.stats().unwrap().in_flight_blocks,
+        1,
+        "still waits for its receiver"
+    );
+    let got = parent.attach(&slice).unwrap();
+    parent.release(got.offset, got.generation).unwrap();
+    assert_eq!(parent.stats().unwrap().live_blocks, 0);
+}
+
+#[test]
+fn a_closed_attachment_refuses_work_but_stays_mapped() {
+    let pool = new_pool(4 * MIB);
+    let user = open(&pool);
+    let b = user.allocate(100, false).unwrap();
+    fill(&user, &b, 3);
+    user.close().unwrap();
+    user.close().unwrap(); // idempotent
+    assert!(matches!(
+        user.allocate(1, false),
+        Err(PoolError::Closed { .. })
+    ));
+    assert_eq!(
+        pool.stats().unwrap().live_blocks,
+        0,
+        "its references were released"
+    );
+    assert_eq!(pool.stats().unwrap().processes, 1);
+    // Reading the old memory does not fault: the mapping is still there.
+    assert_eq!(data(&user, &b).len(), 100);
+}
+
+#[test]
+fn a_cold_block_reserved_whole_merges_with_a_warm_neighbour() {
+    // Found in review: splitting a fully reserved cold block left two warm
+    // free blocks side by side.
+    let pool = Pool::create(PoolOptions {
+        capacity: Some(16 * MIB),
+        punch_threshold: 64 * 1024,
+        ..Default::default()
+    })
+    .unwrap();
+    let a = pool.allocate(256 * 1024, false).unwrap();
+    let b = pool.allocate(256 * 1024, false).unwrap();
+    pool.release(a.offset, a.generation).unwrap();
+    pool.release(b.offset, b.generation).unwrap();
+    assert_consistent(&pool);
+    let c = pool.allocate(100 * 1024, false).unwrap();
+    assert_consistent(&pool);
+    pool.release(c.offset, c.generation).unwrap();
+    assert_consistent(&pool);
+}
+
+#[test]
+fn reaping_a_block_held_by_many_dead_processes_stays_within_the_journal() {
+    // Found in review: one transaction per block overflowed the journal
+    // once ~48 dead processes held the same block.
+    let pool = new_pool(8 * MIB);
+    let block = pool.allocate(1000, false).unwrap();
+    let h = handle(&pool, &block);
+    let others: Vec<Pool> = (0..60)
+        .map(|_| {
+            let other = open(&pool);
+            other.attach(&h).unwrap();
+            other
+        })
+        .collect();
+    for other in others {
+        other.abandon();
+    }
+    let report = pool.reap().unwrap();
+    assert_eq!((report.processes, report.references), (60, 60));
+    assert_consistent(&pool);
+    pool.release(block.offset, block.generation).unwrap();
+    assert_eq!(pool.stats().unwrap().live_blocks, 0);
+}

@@ -1,11 +1,325 @@
-//! Node-API binding for arraypool-core (napi-rs 3).
+//! Node-API binding for arraypool-core (napi-rs 3): converts between JS
+//! values and the core, nothing more. The public API is `index.ts`.
 #![deny(clippy::all)]
 
+mod errors;
+mod registry;
+mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arraypool_core::{Handle, Pool, PoolOptions};
+use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-/// Shared-memory layout version compiled into this addon
-/// (`arraypool_core::LAYOUT_VERSION`).
+use errors::{coded, from_pool, to_u64, Code, JsError};
+use registry::{registry, OpenPool};
+
+type JsResult<T> = std::result::Result<T, JsError>;
+
+/// Shared-memory layout version compiled into this addon.
 #[napi]
 pub fn layout_version() -> u32 {
     arraypool_core::LAYOUT_VERSION
+}
+
+#[napi(object)]
+pub struct PoolConfig {
+    /// Segment size in bytes (creation only).
+    pub capacity: Option<f64>,
+    /// Segment name (creation only); random when absent.
+    pub name: Option<String>,
+    /// Freed blocks at least this large return their pages to the system.
+    pub punch_threshold: Option<f64>,
+    /// Longest wait for the pool lock held by a live process, in ms.
+    pub lock_timeout_ms: Option<f64>,
+}
+
+fn options(config: Option<PoolConfig>) -> JsResult<PoolOptions> {
+    let mut o = PoolOptions::default();
+    if let Some(c) = config {
+        if let Some(cap) = c.capacity {
+            o.capacity = Some(to_u64(cap, "capacity", "ERR_INVALID_ARG")?);
+        }
+        o.name = c.name;
+        if let Some(t) = c.punch_threshold {
+            o.punch_threshold = to_u64(t, "punchThreshold", "ERR_INVALID_ARG")?;
+        }
+        if let Some(ms) = c.lock_timeout_ms {
+            o.lock_timeout = Duration::from_millis(to_u64(ms, "lockTimeoutMs", "ERR_INVALID_ARG")?);
+        }
+    }
+    Ok(o)
+}
+
+fn add_pool(pool: Pool) -> u32 {
+    let mut r = registry();
+    r.pools.push(OpenPool {
+        pool: Arc::new(pool),
+        closing: false,
+    });
+    (r.pools.len() - 1) as u32
+}
+
+/// Creates a new pool; returns its id in this process.
+#[napi]
+pub fn create_pool(config: Option<PoolConfig>) -> Result<u32, Code> {
+    let pool = Pool::create(options(config)?).map_err(from_pool)?;
+    Ok(add_pool(pool))
+}
+
+/// Opens (or finds already open in this process) the pool named `name`.
+#[napi]
+pub fn open_pool(name: String, config: Option<PoolConfig>) -> Result<u32, Code> {
+    let bare = arraypool_core::validate_name(&name)
+        .map_err(from_pool)?
+        .to_string();
+    {
+        let r = registry();
+        if let Some(id) = r
+            .pools
+            .iter()
+            .position(|p| p.pool.name() == bare && !p.closing && !p.pool.is_closed())
+        {
+            return Ok(id as u32);
+        }
+    }
+    let pool = Pool::open(&bare, options(config)?).map_err(from_pool)?;
+    Ok(add_pool(pool))
+}
+
+fn pool(id: u32) -> JsResult<Arc<Pool>> {
+    let r = registry();
+    match r.pools.get(id as usize) {
+        Some(p) if p.closing || p.pool.is_closed() => Err(coded(
+            "ERR_POOL_CLOSED",
+            format!("pool {:?} was closed in this process", p.pool.name()),
+        )),
+        Some(p) => Ok(p.pool.clone()),
+        None => Err(coded("ERR_INVALID_ARG", format!("no pool with id {id}"))),
+    }
+}
+
+#[napi]
+pub fn pool_name(id: u32) -> Result<String, Code> {
+    let r = registry();
+    r.pools
+        .get(id as usize)
+        .map(|p| p.pool.name().to_string())
+        .ok_or_else(|| coded("ERR_INVALID_ARG", format!("no pool with id {id}")))
+}
+
+#[napi]
+pub fn is_creator(id: u32) -> Result<bool, Code> {
+    Ok(pool(id)?.is_creator())
+}
+
+/// Allocates `byteLength` bytes and returns an external ArrayBuffer over
+/// them (holding one reference). Writes `[viewId, offset, generation]` to `out`.
+#[napi]
+pub fn allocate<'env>(
+    env: &'env Env,
+    pool_id: u32,
+    byte_length: f64,
+    transfer_required: bool,
+    out: Float64Array,
+) -> Result<ArrayBuffer<'env>, Code> {
+    let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
+    views::check_view_size(len)?;
+    let pool = pool(pool_id)?;
+    let block = pool.allocate(len, transfer_required).map_err(from_pool)?;
+    views::external_view(env, pool_id, pool, block, 0, len, out)
+}
+
+fn handle(
+    pool: &Pool,
+    offset: f64,
+    generation: f64,
+    byte_offset: f64,
+    byte_length: f64,
+) -> JsResult<Handle> {
+    const CODE: &str = "ERR_INVALID_HANDLE";
+    Ok(Handle {
+        segment: pool.name().to_string(),
+        offset: to_u64(offset, "handle offset", CODE)?,
+        generation: to_u64(generation, "handle generation", CODE)?,
+        byte_offset: to_u64(byte_offset, "handle byteOffset", CODE)?,
+        byte_length: to_u64(byte_length, "handle byteLength", CODE)?,
+    })
+}
+
+/// Attaches the block a handle names (marking it transferred) and returns a
+/// view of the handle's byte range.
+#[napi]
+pub fn attach<'env>(
+    env: &'env Env,
+    pool_id: u32,
+    offset: f64,
+    generation: f64,
+    byte_offset: f64,
+    byte_length: f64,
+    out: Float64Array,
+) -> Result<ArrayBuffer<'env>, Code> {
+    let pool = pool(pool_id)?;
+    let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
+    views::check_view_size(h.byte_length)?;
+    let block = pool.attach(&h).map_err(from_pool)?;
+    views::external_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
+}
+
+/// Another view of (a range of) a block this process holds; does not mark
+/// it transferred.
+#[napi]
+pub fn share<'env>(
+    env: &'env Env,
+    pool_id: u32,
+    offset: f64,
+    generation: f64,
+    byte_offset: f64,
+    byte_length: f64,
+    out: Float64Array,
+) -> Result<ArrayBuffer<'env>, Code> {
+    let pool = pool(pool_id)?;
+    let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
+    views::check_view_size(h.byte_length)?;
+    let block = pool.share(&h).map_err(from_pool)?;
+    views::external_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
+}
+
+/// Drops a view's reference now and detaches its ArrayBuffer (every typed
+/// array over it becomes length 0). Returns false if it was already released.
+#[napi]
+pub fn release(env: &Env, view_id: f64, buffer: Option<ArrayBuffer>) -> Result<bool, Code> {
+    let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
+    let released = views::release_view(env.raw(), id);
+    if let Some(ab) = buffer {
+        // Plain (non-external) buffers cannot be detached; nothing to do then.
+        let _ = ab.detach();
+    }
+    Ok(released)
+}
+
+#[napi(object)]
+pub struct PoolStats {
+    pub capacity_bytes: f64,
+    pub heap_bytes: f64,
+    pub used_bytes: f64,
+    pub free_bytes: f64,
+    pub largest_free_bytes: f64,
+    pub live_blocks: f64,
+    pub in_flight_blocks: f64,
+    pub processes: f64,
+    pub lock_takeovers: f64,
+    /// References (views) this process holds in this pool.
+    pub held_references: f64,
+}
+
+fn any_pool(id: u32) -> JsResult<Arc<Pool>> {
+    let r = registry();
+    r.pools
+        .get(id as usize)
+        .map(|p| p.pool.clone())
+        .ok_or_else(|| coded("ERR_INVALID_ARG", format!("no pool with id {id}")))
+}
+
+#[napi]
+pub fn stats(pool_id: u32) -> Result<PoolStats, Code> {
+    let pool = any_pool(pool_id)?;
+    let s = pool.stats().map_err(from_pool)?;
+    Ok(PoolStats {
+        capacity_bytes: s.capacity_bytes as f64,
+        heap_bytes: s.heap_bytes as f64,
+        used_bytes: s.used_bytes as f64,
+        free_bytes: s.free_bytes as f64,
+        largest_free_bytes: s.largest_free_bytes as f64,
+        live_blocks: s.live_blocks as f64,
+        in_flight_blocks: s.in_flight_blocks as f64,
+        processes: s.processes as f64,
+        lock_takeovers: s.lock_takeovers as f64,
+        held_references: pool.held_references() as f64,
+    })
+}
+
+#[napi(object)]
+pub struct CheckResult {
+    pub blocks: f64,
+    pub free_blocks: f64,
+    /// The first broken invariant, or null.
+    pub violation: Option<String>,
+}
+
+#[napi]
+pub fn check(pool_id: u32) -> Result<CheckResult, Code> {
+    let r = any_pool(pool_id)?.check().map_err(from_pool)?;
+    Ok(CheckResult {
+        blocks: r.blocks as f64,
+        free_blocks: r.free_blocks as f64,
+        violation: r.violation,
+    })
+}
+
+#[napi(object)]
+pub struct ReapResult {
+    pub processes: f64,
+    pub references: f64,
+    pub blocks_freed: f64,
+    pub bytes_freed: f64,
+}
+
+#[napi]
+pub fn reap(pool_id: u32) -> Result<ReapResult, Code> {
+    let r = any_pool(pool_id)?.reap().map_err(from_pool)?;
+    Ok(ReapResult {
+        processes: r.processes as f64,
+        references: r.references as f64,
+        blocks_freed: r.blocks_freed as f64,
+        bytes_freed: r.bytes_freed as f64,
+    })
+}
+
+/// Closes this process's attachment: the name is unlinked now if this
+/// process created the pool, new work is refused, and the process leaves
+/// the pool once its last live view is released or collected (views never
+/// dangle).
+#[napi]
+pub fn close_pool(pool_id: u32) -> Result<(), Code> {
+    let pool = {
+        let mut r = registry();
+        let Some(entry) = r.pools.get_mut(pool_id as usize) else {
+            return Err(coded(
+                "ERR_INVALID_ARG",
+                format!("no pool with id {pool_id}"),
+            ));
+        };
+        entry.closing = true;
+        entry.pool.clone()
+    };
+    if pool.is_creator() {
+        pool.unlink_name().map_err(from_pool)?;
+    }
+    views::close_if_unused(pool_id);
+    Ok(())
+}
+
+/// Process exit: every pool releases this process's references and leaves;
+/// the creator unlinks the name. Views left in JS stay mapped (never unmapped).
+#[napi]
+pub fn shutdown() {
+    let pools: Vec<Arc<Pool>> = {
+        let mut r = registry();
+        r.views.clear();
+        r.pools.iter().map(|p| p.pool.clone()).collect()
+    };
+    for p in pools {
+        let _ = p.close();
+    }
+}
+
+/// Test-only: every following allocation in this process sleeps `ms` inside
+/// the pool lock (fault-injection tests).
+#[napi]
+pub fn test_pause_inside_allocation(ms: f64) -> Result<(), Code> {
+    arraypool_core::testing::pause_inside_allocation(to_u64(ms, "ms", "ERR_INVALID_ARG")?);
+    Ok(())
 }

@@ -1,0 +1,39 @@
+/**
+ * arraypool: hand typed arrays between Node.js processes through one
+ * shared-memory pool, with no copy and no serialization.
+ *
+ * ```ts
+ * import { makeTransferable, revive, startPool } from 'arraypool';
+ * ```
+ */
+export { ArrayPoolError, type ErrorCode } from './src/errors.js';
+export { type DType, type DTypeArrays, type PoolTypedArray } from './src/dtypes.js';
+export { HANDLE_FIELDS, HANDLE_FORMAT, type TransferableHandle } from './src/handle.js';
+export {
+  Pool,
+  getPool,
+  parseSize,
+  startPool,
+  SEGMENT_ENV,
+  SIZE_ENV,
+  type CheckResult,
+  type PoolOptions,
+  type PoolStats,
+  type ReapResult,
+} from './src/pool.js';
+export {
+  TransferableArray,
+  empty,
+  makeTransferable,
+  revive,
+  withPool,
+  zeros,
+  type TransferOptions,
+} from './src/transferable.js';
+
+import * as binding from '#binding';
+
+/** Version of the shared-memory segment layout compiled into the native addon. */
+export function layoutVersion(): number {
+  return binding.layoutVersion();
+}
