@@ -225,7 +225,17 @@ export function zeros<D extends DType>(
 /** Turns one received handle into a live TransferableArray (marks the block transferred). */
 export function attachHandle(value: Record<string, unknown>): TransferableArray {
   const h = parseHandle(value);
-  const pool = poolByName(h.segment);
+  let pool: Pool;
+  try {
+    pool = poolByName(h.segment);
+  } catch (error) {
+    // A name that could never be a pool's (e.g. '../../etc/passwd') is a
+    // malformed handle; a well-formed name that is gone stays ERR_SEGMENT_NOT_FOUND.
+    if (error instanceof ArrayPoolError && error.code === 'ERR_INVALID_NAME') {
+      throw new ArrayPoolError('ERR_INVALID_HANDLE', `invalid handle: ${error.message}`);
+    }
+    throw error;
+  }
   const buffer = native(() =>
     binding.attach(pool.id, h.offset, h.generation, h.byteOffset, h.byteLength, out),
   );

@@ -200,8 +200,14 @@ impl Pool {
             None => segment::random_name()?,
         };
         let segment = Segment::create(&name, capacity)?;
-        // The header, bitmap and first page of the heap must never SIGBUS.
-        if let Err(e) = segment.reserve(0, geometry.heap_start + PAGE) {
+        // The header must never SIGBUS; bitmap pages are reserved together
+        // with the heap range they describe (`reserve_heap`).
+        let first_bitmap_page = round_up(geometry.bitmap_offset + 8, PAGE);
+        if let Err(e) = segment
+            .reserve(0, first_bitmap_page)
+            .and_then(|()| segment.reserve(geometry.heap_start, PAGE))
+            .and_then(|()| reserve_bitmap(&segment, &geometry, geometry.heap_start, PAGE))
+        {
             let _ = Segment::unlink(segment.name());
             return Err(e);
         }
@@ -383,15 +389,19 @@ impl Pool {
             if b.tag.load(Relaxed) & FLAG_UNRESERVED != 0 {
                 // Back the pages before anything is written: a failure here
                 // leaves the heap untouched.
+                // Reserve a chunk plus the header of the cold rest, or at
+                // least the block and that header when tmpfs is short.
                 let block_size = b.size.load(Relaxed);
-                let chunk = round_up(size, self.options.reserve_chunk.max(PAGE)).min(block_size);
-                reserved_len = match self.segment.reserve(offset, chunk) {
+                let chunk = (round_up(size, self.options.reserve_chunk.max(PAGE))
+                    + BLOCK_HEADER_SIZE)
+                    .min(block_size);
+                let minimum = (size + BLOCK_HEADER_SIZE).min(block_size);
+                reserved_len = match self.reserve_heap(offset, chunk) {
                     Ok(()) => chunk,
-                    Err(PoolError::NoSpace { .. }) if chunk > size => {
-                        self.segment
-                            .reserve(offset, size)
+                    Err(PoolError::NoSpace { .. }) if chunk > minimum => {
+                        self.reserve_heap(offset, minimum)
                             .map_err(|_| PoolError::NoSpace { requested: len })?;
-                        size
+                        minimum
                     }
                     Err(PoolError::NoSpace { .. }) => {
                         return Err(PoolError::NoSpace { requested: len })
@@ -598,6 +608,19 @@ impl Pool {
         Ok(())
     }
 
+    /// Backs heap bytes `[offset, offset + len)` and the block-start bitmap
+    /// words that describe them, so no write there can raise SIGBUS.
+    fn reserve_heap(&self, offset: u64, len: u64) -> Result<()> {
+        self.segment.reserve(offset, len)?;
+        let h = self.view.header();
+        let geometry = Geometry::for_capacity(h.capacity.load(Relaxed)).ok_or_else(|| {
+            PoolError::InvalidSegment {
+                reason: "capacity changed".into(),
+            }
+        })?;
+        reserve_bitmap(&self.segment, &geometry, offset, len)
+    }
+
     /// References this process holds (views counted one by one).
     pub fn held_references(&self) -> u64 {
         self.lock_local().values().map(|r| r.count).sum()
@@ -782,6 +805,14 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// Backs the bitmap words for heap bytes `[offset, offset + len)`.
+fn reserve_bitmap(segment: &Segment, geometry: &Geometry, offset: u64, len: u64) -> Result<()> {
+    let first_word = offset / BLOCK_ALIGN / 64;
+    let last_word = (offset + len).div_ceil(BLOCK_ALIGN).div_ceil(64);
+    let start = geometry.bitmap_offset + first_word * 8;
+    segment.reserve(start, (last_word - first_word + 1) * 8)
 }
 
 fn validate_header(view: &SegmentView, len: u64) -> Result<()> {
