@@ -1,0 +1,56 @@
+// Test helpers: forking the fixture child and talking to it.
+import { fork } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+
+const CHILD = fileURLToPath(new URL('./fixtures/child.mjs', import.meta.url));
+
+/** Forks the fixture child; resolves once it has started its pool. */
+export async function spawnChild({ serialization = 'advanced', env } = {}) {
+  const child = fork(CHILD, [], {
+    serialization,
+    execArgv: ['--expose-gc'],
+    env: env ?? process.env,
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  let next = 0;
+  const waiting = new Map();
+  child.on('message', (msg) => {
+    const w = waiting.get(msg.id);
+    if (w) {
+      waiting.delete(msg.id);
+      w(msg.value);
+    }
+  });
+  const message = (id) => new Promise((resolve) => waiting.set(id, resolve));
+  const ready = message('ready');
+  const exited = once(child, 'exit');
+  await Promise.race([ready, exited.then(([code]) => Promise.reject(new Error(`child exited early: ${code}`)))]);
+  return {
+    child,
+    exited,
+    /** Sends a request and resolves with the child's answer. */
+    request(op, args = {}) {
+      const id = `r${next++}`;
+      const answer = message(id);
+      child.send({ id, op, ...args });
+      return answer;
+    },
+    /** Resolves with the next unsolicited message `id` (e.g. 'result'). */
+    message,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}
+
+/** Lets finalizers run after a full GC (they run on a later tick). */
+export async function collectGarbage() {
+  for (let i = 0; i < 3; i++) {
+    globalThis.gc();
+    await new Promise((r) => setImmediate(r));
+  }
+}
