@@ -1,0 +1,217 @@
+// Handles, errors and lifetimes within one process.
+import test from 'ava';
+
+import {
+  ArrayPoolError,
+  HANDLE_FIELDS,
+  TransferableArray,
+  empty,
+  getPool,
+  makeTransferable,
+  parseSize,
+  revive,
+  startPool,
+  withPool,
+  zeros,
+} from '../dist/index.js';
+import { collectGarbage } from './helpers.mjs';
+
+const pool = startPool({ size: '256M' });
+
+test('the pool honours a size string', (t) => {
+  t.is(pool.stats().capacityBytes, 256 * 2 ** 20);
+  t.is(parseSize('4G'), 4 * 2 ** 30);
+  t.is(parseSize('512M'), 512 * 2 ** 20);
+  t.is(parseSize('1.5KiB'), 1536);
+  t.is(parseSize(4096), 4096);
+  for (const bad of ['', '12Q', '-1', 'G', 0, -5, 1.5, NaN]) {
+    t.throws(() => parseSize(bad), { instanceOf: ArrayPoolError, code: 'ERR_INVALID_ARG' }, String(bad));
+  }
+});
+
+test('own enumerable properties are exactly the handle, in the documented order', (t) => {
+  const a = makeTransferable(new Float32Array([1, 2]));
+  t.deepEqual(Object.keys(a), [...HANDLE_FIELDS]);
+  const json = JSON.parse(JSON.stringify(a));
+  t.deepEqual(Object.keys(json), [...HANDLE_FIELDS]);
+  const cloned = structuredClone(a);
+  t.deepEqual(cloned, json, 'structured clone carries the same handle');
+  t.false('array' in cloned, 'never the bytes');
+  t.is(JSON.stringify(a).length < 300, true);
+  a.release();
+});
+
+test('revive walks objects, arrays, Maps and Sets at any depth, with cycles', (t) => {
+  const a = makeTransferable(new Int16Array([1, 2, 3]));
+  const msg = structuredClone({
+    deep: { list: [1, { a }], map: new Map([['k', a]]), set: new Set([a]) },
+  });
+  msg.self = msg;
+  const out = revive(msg);
+  t.true(out.deep.list[1].a instanceof TransferableArray);
+  t.true(out.deep.map.get('k') instanceof TransferableArray);
+  t.true([...out.deep.set][0] instanceof TransferableArray);
+  out.deep.list[1].a.array[0] = 77;
+  t.is(a.array[0], 77);
+  for (const r of [out.deep.list[1].a, out.deep.map.get('k'), [...out.deep.set][0], a]) r.release();
+  t.is(revive(42), 42);
+  t.is(revive(null), null);
+});
+
+test('release() detaches the view: length 0, never a dangling view', (t) => {
+  const a = makeTransferable(new Float64Array(100).fill(3));
+  const view = a.array;
+  const alias = new Float64Array(view.buffer, 8, 10);
+  a.release();
+  t.true(a.released);
+  t.is(view.length, 0);
+  t.is(alias.length, 0);
+  t.is(a.array.byteLength, 0);
+  a.release(); // idempotent
+  t.throws(() => a.subarray(0, 1), { code: 'ERR_NOT_HELD' });
+});
+
+test('Symbol.dispose releases', (t) => {
+  const a = makeTransferable(new Uint8Array(8));
+  a[Symbol.dispose]();
+  t.is(a.array.length, 0);
+});
+
+test.serial('a view kept alone keeps the block; GC of the last view releases it', async (t) => {
+  const before = pool.stats();
+  let view = (() => makeTransferable(new Float64Array(1000).fill(5), { transferRequired: false }).array)();
+  await collectGarbage();
+  t.is(view[999], 5, 'the reference belongs to the ArrayBuffer, not the wrapper');
+  t.is(pool.stats().liveBlocks, before.liveBlocks + 1);
+  view = null;
+  await collectGarbage();
+  t.is(pool.stats().liveBlocks, before.liveBlocks);
+  t.is(pool.stats().heldReferences, before.heldReferences);
+});
+
+test.serial('many large views cause no GC storm and are all released by GC', async (t) => {
+  const before = pool.stats();
+  const big = makeTransferable(new Uint8Array(64 * 2 ** 20), { transferRequired: false });
+  const handle = big.toHandle();
+  for (let i = 0; i < 2000; i++) revive({ ...handle }); // 2000 x 64 MiB of views, dropped at once
+  big.release();
+  await collectGarbage();
+  const after = pool.stats();
+  t.is(after.heldReferences, before.heldReferences);
+  t.is(after.liveBlocks, before.liveBlocks);
+});
+
+test('bad input is a typed error, never a crash', (t) => {
+  t.throws(() => makeTransferable([1, 2, 3]), { instanceOf: ArrayPoolError, code: 'ERR_UNSUPPORTED_DTYPE' });
+  t.throws(() => makeTransferable(new DataView(new ArrayBuffer(8))), { code: 'ERR_UNSUPPORTED_DTYPE' });
+  t.throws(() => makeTransferable('abc'), { code: 'ERR_UNSUPPORTED_DTYPE' });
+  t.throws(() => makeTransferable(new Float64Array(6), { shape: [4, 2] }), { code: 'ERR_INVALID_SHAPE' });
+  t.throws(() => makeTransferable(new Float64Array(6), { shape: [-1, -6] }), { code: 'ERR_INVALID_SHAPE' });
+  t.throws(() => empty('complex128', 4), { code: 'ERR_UNSUPPORTED_DTYPE' });
+  t.throws(() => empty('float64', [2 ** 40]), { code: 'ERR_TOO_LARGE' });
+  t.throws(() => empty('uint8', [300 * 2 ** 20]), { code: 'ERR_POOL_FULL' });
+});
+
+test.serial('a full pool is ERR_POOL_FULL and keeps serving smaller requests', (t) => {
+  const before = pool.stats();
+  const error = t.throws(() => empty('uint8', before.largestFreeBytes + 1), { code: 'ERR_POOL_FULL' });
+  t.regex(error.message, /requested \d+ bytes/);
+  const small = zeros('float64', 16);
+  t.deepEqual(Array.from(small.array), new Array(16).fill(0));
+  small.release();
+  t.is(pool.check().violation, null);
+});
+
+function randomHandle(rng, base) {
+  const pick = (xs) => xs[Math.floor(rng() * xs.length)];
+  const extremes = [0, -1, 1, 63, 64, 2 ** 53, 2 ** 53 - 1, 2 ** 64, -(2 ** 31), NaN, Infinity, -Infinity, 0.5, 1e300];
+  const wrong = ['1', null, undefined, {}, [], true, 1n, Symbol.iterator.description];
+  const number = () => {
+    const r = rng();
+    if (r < 0.4) return pick(extremes);
+    if (r < 0.5) return pick(wrong);
+    if (r < 0.8) return Math.floor(rng() * pool.stats().capacityBytes / 64) * 64;
+    return Math.floor(rng() * 2 ** 32);
+  };
+  const h = { ...base };
+  const fields = ['offset', 'generation', 'byteOffset', 'byteLength', 'segment', 'dtype', 'shape', '__arraypool__'];
+  const n = 1 + Math.floor(rng() * 3);
+  for (let i = 0; i < n; i++) {
+    const f = pick(fields);
+    if (f === 'segment') h.segment = pick([base.segment, '../../etc/passwd', '/arraypool-../x', 'arraypool-', '', 42, 'a'.repeat(300)]);
+    else if (f === 'dtype') h.dtype = pick(['float64', 'uint8', 'nope', 7, null]);
+    else if (f === 'shape') h.shape = pick([[1], [0], [-1], [1.5], 'x', [2 ** 40, 2 ** 40], [], null, [number()]]);
+    else if (f === '__arraypool__') h.__arraypool__ = pick([1, 2, '1', true]);
+    else h[f] = number();
+  }
+  return h;
+}
+
+test.serial('thousands of forged handles each give ERR_INVALID_HANDLE or ERR_STALE_HANDLE; check() still passes', (t) => {
+  let seed = 12345;
+  const rng = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const live = makeTransferable(new Float64Array(64).fill(1));
+  const base = live.toHandle();
+  const codes = new Map();
+  let accepted = 0;
+  for (let i = 0; i < 5000; i++) {
+    const h = randomHandle(rng, base);
+    try {
+      const r = revive(h);
+      // Only a handle that still names the live block's own range may pass.
+      t.true(r.offset === base.offset && r.generation === base.generation, JSON.stringify(h));
+      r.release();
+      accepted++;
+    } catch (e) {
+      t.true(e instanceof ArrayPoolError, String(e));
+      codes.set(e.code, (codes.get(e.code) ?? 0) + 1);
+    }
+  }
+  t.deepEqual([...codes.keys()].sort(), ['ERR_INVALID_HANDLE', 'ERR_STALE_HANDLE']);
+  t.log(`forged handles: ${JSON.stringify(Object.fromEntries(codes))}, accepted ${accepted}`);
+  t.is(pool.check().violation, null);
+  t.is(live.array[63], 1, 'the live block is untouched');
+  live.release();
+});
+
+test.serial('withPool releases everything the scope took, sync and async', async (t) => {
+  const before = pool.stats().heldReferences;
+  const kept = withPool(() => {
+    const a = makeTransferable(new Uint8Array(10), { transferRequired: false });
+    a.subarray(0, 5);
+    zeros('int32', 3);
+    return a;
+  });
+  t.true(kept.released);
+  t.is(pool.stats().heldReferences, before);
+  await withPool(async () => {
+    await new Promise((r) => setTimeout(r, 1));
+    empty('uint8', 10, { transferRequired: false });
+    t.is(pool.stats().heldReferences, before + 1);
+  });
+  t.is(pool.stats().heldReferences, before);
+  t.throws(() => withPool(() => { makeTransferable(new Uint8Array(1)); throw new Error('boom'); }), { message: 'boom' });
+  t.is(pool.stats().heldReferences, before);
+});
+
+test('copy() makes a new block; toArray() a private heap copy', (t) => {
+  const a = makeTransferable(new Int32Array([1, 2, 3]), { shape: [3] });
+  const b = a.copy({ transferRequired: false });
+  const h = a.toArray();
+  b.array[0] = 9;
+  h[1] = 9;
+  t.deepEqual(Array.from(a.array), [1, 2, 3]);
+  t.not(b.offset, a.offset);
+  t.true(h instanceof Int32Array);
+  a.release();
+  b.release();
+});
+
+test('zero-length arrays work', (t) => {
+  const a = makeTransferable(new Float64Array(0));
+  t.is(a.array.length, 0);
+  const r = revive(a.toHandle());
+  t.is(r.array.length, 0);
+  r.release();
+  a.release();
+});
