@@ -16,7 +16,7 @@ export const SIZE_ENV = 'ARRAYPOOL_SIZE';
 export interface PoolOptions {
   /** Segment size in bytes or as a string: `'512M'`, `'4G'`, `'64KiB'`. Default: `ARRAYPOOL_SIZE`, else half of /dev/shm (sparse: pages are used only when touched). */
   size?: number | string;
-  /** Freed blocks at least this large give their pages back to the system (default 64 MiB). */
+  /** Freed blocks at least this large give their pages back to the system (default 256 MiB). */
   punchThreshold?: number;
   /** Longest wait for the pool lock while its holder is alive, in ms (default 10 000). */
   lockTimeoutMs?: number;

@@ -39,7 +39,7 @@ impl Default for PoolOptions {
         PoolOptions {
             capacity: None,
             name: None,
-            punch_threshold: 64 << 20,
+            punch_threshold: 256 << 20,
             reserve_chunk: 2 << 20,
             lock_timeout: Duration::from_secs(10),
         }

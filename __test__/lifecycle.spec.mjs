@@ -1,0 +1,84 @@
+// Processes and threads coming and going: who unlinks what, and when.
+import test from 'ava';
+import { fork } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+
+import { getPool, makeTransferable, revive, startPool } from '../dist/index.js';
+import { collectGarbage } from './helpers.mjs';
+
+const OWNER = fileURLToPath(new URL('./fixtures/owner.mjs', import.meta.url));
+const THREAD = fileURLToPath(new URL('./fixtures/thread.mjs', import.meta.url));
+
+startPool({ size: '64M' });
+
+async function startOwner() {
+  const env = { ...process.env };
+  delete env.ARRAYPOOL_SEGMENT; // its own pool, not ours
+  const child = fork(OWNER, [], { env, serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  const exited = once(child, 'exit');
+  const [hello] = await once(child, 'message');
+  return { child, exited, ...hello };
+}
+
+const segmentExists = (name) => existsSync(`/dev/shm/${name}`);
+
+for (const [how, expected] of [
+  ['exit', { code: 0, signal: null }],
+  ['return', { code: 0, signal: null }],
+  ['throw', { code: 1, signal: null }],
+]) {
+  test(`the creator unlinks its segment on ${how}`, async (t) => {
+    const owner = await startOwner();
+    t.true(segmentExists(owner.name));
+    owner.child.send(how);
+    const [code, signal] = await owner.exited;
+    t.deepEqual({ code, signal }, expected);
+    t.false(segmentExists(owner.name));
+  });
+}
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  test(`the creator unlinks its segment on ${signal} and still dies of the signal`, async (t) => {
+    const owner = await startOwner();
+    owner.child.send('wait');
+    owner.child.kill(signal);
+    const [code, got] = await owner.exited;
+    t.is(code, null);
+    t.is(got, signal);
+    t.false(segmentExists(owner.name));
+  });
+}
+
+test('an attached process keeps working after the creator is gone', async (t) => {
+  const owner = await startOwner();
+  const view = revive(owner.handle); // attaches the owner's pool on demand
+  owner.child.send('exit');
+  await owner.exited;
+  t.false(segmentExists(owner.name), 'the name is gone');
+  t.deepEqual(Array.from(view.array), [1, 2, 3], 'the memory is not');
+  view.array[0] = 10;
+  t.is(view.array[0], 10);
+  view.release();
+});
+
+test.serial('worker_threads: a thread writes into the array and answers with a new one', async (t) => {
+  const worker = new Worker(THREAD);
+  try {
+    const x = makeTransferable(new Float64Array([1, 2, 3]));
+    worker.postMessage({ x });
+    const [{ y }] = await once(worker, 'message');
+    const result = revive(y);
+    t.is(x.array[0], 123, 'the thread wrote into shared memory');
+    t.deepEqual(Array.from(result.array), [246, 4, 6]);
+    t.is(getPool().stats().processes, 1, 'threads share their process slot');
+    x.release();
+    result.release();
+  } finally {
+    await worker.terminate();
+  }
+  await collectGarbage();
+  t.is(getPool().stats().liveBlocks, 0, "the thread's references went with it");
+});
