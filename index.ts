@@ -26,6 +26,7 @@ export {
   empty,
   makeTransferable,
   revive,
+  toTransferable,
   withPool,
   zeros,
   type TransferOptions,

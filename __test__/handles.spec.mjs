@@ -215,3 +215,19 @@ test('zero-length arrays work', (t) => {
   r.release();
   a.release();
 });
+
+test('toTransferable finds the block behind a plain pool view, without copying', async (t) => {
+  const { toTransferable } = await import('../dist/index.js');
+  const y = empty('float64', 10, { transferRequired: false });
+  y.array.fill(3);
+  const slice = toTransferable(y.array.subarray(2, 5));
+  t.is(slice.offset, y.offset);
+  t.is(slice.byteOffset, 16);
+  t.deepEqual(slice.shape, [3]);
+  slice.array[0] = 8;
+  t.is(y.array[2], 8, 'same memory');
+  t.is(toTransferable(new Float64Array(3)), undefined, 'heap arrays are not pool views');
+  slice.release();
+  y.release();
+  t.is(toTransferable(y.array), undefined, 'released views are not either');
+});

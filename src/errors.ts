@@ -21,7 +21,11 @@ export type ErrorCode =
   | 'ERR_NOT_HELD'
   | 'ERR_POOL_CLOSED'
   | 'ERR_OS'
-  | 'ERR_NAPI';
+  | 'ERR_NAPI'
+  | 'ERR_WORKER_DIED'
+  | 'ERR_ABORTED'
+  | 'ERR_UNKNOWN_TASK'
+  | 'ERR_PROCESS_POOL_CLOSED';
 
 export class ArrayPoolError extends Error {
   readonly code: ErrorCode;

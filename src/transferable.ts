@@ -14,6 +14,9 @@ import { getPool, poolByName, type Pool } from './pool.js';
 /** `[viewId, offset, generation]`, written by the binding (saves an object per call). */
 const out = new Float64Array(3);
 
+/** Pool views by their ArrayBuffer, to recognise plain typed arrays that live in the pool. */
+const owners = new WeakMap<ArrayBuffer, TransferableArray>();
+
 /** The scopes opened by `withPool`, innermost last, per async context. */
 const scopes = new AsyncLocalStorage<Set<TransferableArray>>();
 
@@ -57,6 +60,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     this.#viewId = out[0] as number;
     const info = DTYPES[handle.dtype];
     this.#array = info.view(buffer, 0, handle.byteLength / info.bytesPerElement) as T;
+    owners.set(buffer, this);
     scopes.getStore()?.add(this);
   }
 
@@ -67,6 +71,16 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
 
   get released(): boolean {
     return this.#released;
+  }
+
+  /** @internal */
+  get pool(): Pool {
+    return this.#pool;
+  }
+
+  /** @internal */
+  get poolId(): number {
+    return this.#pool.id;
   }
 
   /**
@@ -220,6 +234,34 @@ export function zeros<D extends DType>(
   const t = allocateNew(dtype, shape, options);
   new Uint8Array(t.array.buffer, t.array.byteOffset, t.byteLength).fill(0);
   return t;
+}
+
+/**
+ * If `view` is a typed array (or Buffer) over pool memory — `t.array` of a
+ * TransferableArray, or any typed array made on its buffer — returns a new
+ * TransferableArray naming exactly that range of the block (no copy, one
+ * more reference). Otherwise undefined. Lets code that only kept the plain
+ * array (a task's return value) send it without copying.
+ */
+export function toTransferable<T extends PoolTypedArray>(view: T): TransferableArray<T> | undefined {
+  if (!ArrayBuffer.isView(view)) return undefined;
+  const owner = owners.get(view.buffer as ArrayBuffer);
+  if (owner === undefined || owner.released) return undefined;
+  const dtype = dtypeOf(view);
+  if (dtype === undefined) return undefined;
+  const byteOffset = owner.byteOffset + view.byteOffset;
+  const buffer = native(() =>
+    binding.share(owner.poolId, owner.offset, owner.generation, byteOffset, view.byteLength, out),
+  );
+  return new TransferableArray<T>(owner.pool, buffer, {
+    segment: owner.segment,
+    offset: owner.offset,
+    generation: owner.generation,
+    byteOffset,
+    byteLength: view.byteLength,
+    dtype,
+    shape: [view.length],
+  });
 }
 
 /** Turns one received handle into a live TransferableArray (marks the block transferred). */
