@@ -14,8 +14,8 @@ const THREAD = fileURLToPath(new URL('./fixtures/thread.mjs', import.meta.url));
 
 startPool({ size: '64M' });
 
-async function startOwner() {
-  const env = { ...process.env };
+async function startOwner(extraEnv = {}) {
+  const env = { ...process.env, ...extraEnv };
   delete env.ARRAYPOOL_SEGMENT; // its own pool, not ours
   const child = fork(OWNER, [], { env, serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
   const exited = once(child, 'exit');
@@ -81,4 +81,23 @@ test.serial('worker_threads: a thread writes into the array and answers with a n
   }
   await collectGarbage();
   t.is(getPool().stats().liveBlocks, 0, "the thread's references went with it");
+});
+
+test('ARRAYPOOL_SIZE sets the default pool size', async (t) => {
+  const owner = await startOwner({ ARRAYPOOL_SIZE: '32M' });
+  t.is(owner.capacity, 32 * 2 ** 20);
+  owner.child.send('exit');
+  await owner.exited;
+});
+
+test('Pool.close() unlinks the name at once; the next array starts a fresh pool', async (t) => {
+  const owner = await startOwner();
+  owner.child.send('close');
+  const [answer] = await once(owner.child, 'message');
+  t.false(answer.closedExists);
+  t.not(answer.next, owner.name);
+  t.is(answer.again, answer.next);
+  owner.child.send('exit');
+  await owner.exited;
+  t.false(segmentExists(answer.next));
 });
