@@ -12,6 +12,7 @@
 //! - `refs`: holder records per process, the transferred rule.
 //! - `handle`: handle validation.
 //! - `pool`: `Pool`, composing them.
+//! - `inspect`: reading a segment from outside (`ls`, `stats`, `gc`).
 //!
 //! ```
 //! use arraypool_core::{Pool, PoolOptions, Handle};
@@ -32,6 +33,7 @@ mod allocator;
 mod check;
 pub mod error;
 pub mod handle;
+pub mod inspect;
 pub mod layout;
 pub mod lock;
 pub mod pool;
@@ -41,6 +43,7 @@ pub mod view;
 
 pub use error::{PoolError, Result};
 pub use handle::Handle;
+pub use inspect::{collect_abandoned, inspect, remove_if_abandoned, ProcessInfo, SegmentInfo};
 pub use layout::LAYOUT_VERSION;
 pub use pool::{testing, BlockRef, CheckReport, Pool, PoolOptions, ReapReport, Stats};
-pub use segment::{random_name, shm_filesystem_bytes, validate_name, NAME_PREFIX};
+pub use segment::{list_segments, random_name, shm_filesystem_bytes, validate_name, NAME_PREFIX};

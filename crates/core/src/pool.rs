@@ -131,7 +131,16 @@ pub struct Pool {
     /// segment lock).
     local: Mutex<LocalRefs>,
     shut_down: AtomicBool,
+    /// When the allocation path last looked for dead processes (ms since
+    /// `epoch`): a dead peer is noticed within `DEAD_PEER_SWEEP` even if
+    /// nothing else (lock takeover, full pool) reveals it.
+    last_sweep_ms: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
 }
+
+/// How often allocation checks the liveness of the other registered
+/// processes (one `fcntl` per registered process).
+const DEAD_PEER_SWEEP: Duration = Duration::from_secs(1);
 
 /// Test-only hooks (used by this crate's tests and by the Node binding's
 /// fault tests); not part of the API.
@@ -200,6 +209,12 @@ impl Pool {
             None => segment::random_name()?,
         };
         let segment = Segment::create(&name, capacity)?;
+        // Hold a liveness lock before the header is valid, so that a
+        // concurrent `gc` never sees this new segment as abandoned.
+        if let Err(e) = segment.try_lock_slot(0) {
+            let _ = Segment::unlink(segment.name());
+            return Err(e);
+        }
         // The header must never SIGBUS; bitmap pages are reserved together
         // with the heap range they describe (`reserve_heap`).
         let first_bitmap_page = round_up(geometry.bitmap_offset + 8, PAGE);
@@ -254,11 +269,14 @@ impl Pool {
         options: PoolOptions,
         creator: bool,
     ) -> Result<Pool> {
-        let mut slot = None;
+        // The creator already holds slot 0's liveness lock (see `create`).
+        let mut slot = creator.then_some(0);
         for k in 0..MAX_PROCESSES {
+            if slot.is_some() {
+                break;
+            }
             if segment.try_lock_slot(k)? {
                 slot = Some(k as u32);
-                break;
             }
         }
         let slot = slot.ok_or(PoolError::TooManyProcesses { max: MAX_PROCESSES })?;
@@ -270,6 +288,8 @@ impl Pool {
             options,
             local: Mutex::new(LocalRefs::default()),
             shut_down: AtomicBool::new(false),
+            last_sweep_ms: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         };
         pool.critical_section(true, |heap| {
             let entry = &pool.view.header().processes[slot as usize];
@@ -366,7 +386,11 @@ impl Pool {
             }
         };
         let mut local = self.lock_local();
+        let sweep_due = self.sweep_due();
         let block = self.critical_section(false, |heap| {
+            if sweep_due {
+                self.reap_locked(heap)?;
+            }
             let offset = match heap.find_free(size) {
                 Some(o) => o,
                 None => {
@@ -608,6 +632,17 @@ impl Pool {
         Ok(())
     }
 
+    /// Whether the periodic dead-peer sweep is due (and claims it).
+    fn sweep_due(&self) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.last_sweep_ms.load(Relaxed);
+        now.saturating_sub(last) >= DEAD_PEER_SWEEP.as_millis() as u64
+            && self
+                .last_sweep_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
+
     /// Backs heap bytes `[offset, offset + len)` and the block-start bitmap
     /// words that describe them, so no write there can raise SIGBUS.
     fn reserve_heap(&self, offset: u64, len: u64) -> Result<()> {
@@ -815,7 +850,7 @@ fn reserve_bitmap(segment: &Segment, geometry: &Geometry, offset: u64, len: u64)
     segment.reserve(start, (last_word - first_word + 1) * 8)
 }
 
-fn validate_header(view: &SegmentView, len: u64) -> Result<()> {
+pub(crate) fn validate_header(view: &SegmentView, len: u64) -> Result<()> {
     let h = view.header();
     let bad = |reason: String| Err(PoolError::InvalidSegment { reason });
     if h.magic.load(Acquire) != MAGIC {

@@ -219,17 +219,51 @@ impl Segment {
     /// Whether some other open file description holds `slot`'s liveness lock.
     /// Our own lock never conflicts with us, so never ask about our own slot.
     pub fn slot_alive(&self, slot: usize) -> bool {
-        let mut probe = slot_flock(slot, libc::F_WRLCK);
-        match fcntl(self.fd.as_fd(), FcntlArg::F_OFD_GETLK(&mut probe)) {
-            Ok(_) => probe.l_type != libc::F_UNLCK as libc::c_short,
-            // If the kernel cannot tell, assume alive: never reap a live process.
-            Err(_) => true,
-        }
+        probe_slot(&self.fd, slot)
     }
 
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }
+}
+
+/// Opens a segment's fd (read-write) without mapping it.
+pub(crate) fn open_fd(bare_name: &str) -> Result<OwnedFd> {
+    shm_open(shm_path(bare_name).as_str(), OFlag::O_RDWR, Mode::empty()).map_err(|e| match e {
+        Errno::ENOENT => PoolError::SegmentNotFound {
+            name: bare_name.to_string(),
+        },
+        other => PoolError::os("shm_open", other),
+    })
+}
+
+pub(crate) fn fd_size(fd: &OwnedFd) -> Result<u64> {
+    Ok(fstat(fd).map_err(|e| PoolError::os("fstat", e))?.st_size as u64)
+}
+
+/// Whether another open file description (a live process) holds `slot`'s
+/// liveness lock on this segment.
+pub(crate) fn probe_slot(fd: &OwnedFd, slot: usize) -> bool {
+    let mut probe = slot_flock(slot, libc::F_WRLCK);
+    match fcntl(fd.as_fd(), FcntlArg::F_OFD_GETLK(&mut probe)) {
+        Ok(_) => probe.l_type != libc::F_UNLCK as libc::c_short,
+        // If the kernel cannot tell, assume alive: never reap a live process.
+        Err(_) => true,
+    }
+}
+
+/// The names of the arraypool segments in `/dev/shm`, sorted.
+pub fn list_segments() -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(SHM_DIR).map_err(|e| PoolError::Os {
+        op: "read /dev/shm",
+        errno: e.raw_os_error().unwrap_or(0),
+    })?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| validate_name(n).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 fn slot_flock(slot: usize, kind: libc::c_int) -> libc::flock {
@@ -242,7 +276,7 @@ fn slot_flock(slot: usize, kind: libc::c_int) -> libc::flock {
     lock
 }
 
-fn map(fd: &OwnedFd, len: u64) -> Result<MmapRaw> {
+pub(crate) fn map(fd: &OwnedFd, len: u64) -> Result<MmapRaw> {
     let len = usize::try_from(len).map_err(|_| PoolError::InvalidCapacity {
         requested: len,
         reason: "larger than the address space".into(),

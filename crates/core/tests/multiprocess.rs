@@ -86,6 +86,17 @@ fn child_process_entry() {
     };
     let name = std::env::var("ARRAYPOOL_TEST_POOL").expect("pool name");
     let extra = std::env::var("ARRAYPOOL_TEST_EXTRA").unwrap_or_default();
+    if role == "create" {
+        let pool = Pool::create(PoolOptions {
+            capacity: Some(8 * MIB),
+            ..Default::default()
+        })
+        .expect("create");
+        pool.allocate(1000, false).expect("allocate");
+        println!("CREATED {}", pool.name());
+        std::thread::sleep(Duration::from_secs(600));
+        return;
+    }
     let pool = Pool::open(&name, PoolOptions::default()).expect("child opens pool");
     match role.as_str() {
         // Allocates/frees its own blocks and attaches the parent's, checking contents.
@@ -150,6 +161,12 @@ fn child_process_entry() {
             pool.release(b.offset, b.generation).expect("release");
             drop(pool);
             println!("RESULT {}", encode(&h));
+        }
+        // Keeps an attachment (and uses it) until killed.
+        "stay" => {
+            let b = pool.allocate(100, false).expect("allocate");
+            println!("STAYING {}", b.offset);
+            std::thread::sleep(Duration::from_secs(600));
         }
         other => panic!("unknown role {other}"),
     }
@@ -321,4 +338,65 @@ fn small_tmpfs_child() {
     assert_consistent(&pool);
     pool.release(small.offset, small.generation).unwrap();
     println!("NO_SPACE_OK");
+}
+
+#[test]
+fn gc_removes_a_segment_only_once_all_its_processes_are_dead() {
+    let mine = new_pool(4 * MIB);
+    assert!(
+        !arraypool_core::remove_if_abandoned(mine.name()).unwrap(),
+        "never a live pool"
+    );
+
+    let mut creator = spawn_child("create", "", "");
+    let line = wait_for_line(&mut creator, "CREATED ");
+    let name = line.trim_start_matches("CREATED ").to_string();
+    let mut attached = spawn_child("stay", &name, "");
+    wait_for_line(&mut attached, "STAYING");
+
+    kill(&mut creator);
+    assert!(
+        segment_exists(&name),
+        "a SIGKILLed creator leaves its name behind"
+    );
+    let info = arraypool_core::inspect(&name).unwrap();
+    assert_eq!(info.problem, None);
+    assert_eq!(info.processes.len(), 2);
+    assert_eq!(info.processes.iter().filter(|p| p.alive).count(), 1);
+    assert!(
+        !arraypool_core::remove_if_abandoned(&name).unwrap(),
+        "the attached child lives"
+    );
+    assert!(segment_exists(&name));
+
+    kill(&mut attached);
+    let info = arraypool_core::inspect(&name).unwrap();
+    assert!(!info.any_alive);
+    assert_eq!(
+        info.live_blocks, 2,
+        "the dead processes' blocks are still recorded"
+    );
+    assert!(arraypool_core::remove_if_abandoned(&name).unwrap());
+    assert!(!segment_exists(&name));
+}
+
+#[test]
+fn a_dead_peer_is_reaped_by_the_allocation_path_on_its_own() {
+    let parent = new_pool(16 * MIB);
+    let mut child = spawn_child(
+        "hold-refs",
+        parent.name(),
+        &encode(&handle(&parent, &parent.allocate(64, false).unwrap())),
+    );
+    wait_for_line(&mut child, "HOLDING");
+    kill(&mut child);
+    // No explicit reap: allocations sweep for dead peers at least once a second.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while parent.stats().unwrap().processes > 1 || parent.stats().unwrap().live_blocks > 1 {
+        let b = parent.allocate(64, false).unwrap();
+        parent.release(b.offset, b.generation).unwrap();
+        assert!(Instant::now() < deadline, "never swept");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_consistent(&parent);
 }
