@@ -4,6 +4,7 @@
 
 mod errors;
 mod registry;
+mod segments;
 mod views;
 
 use std::sync::Arc;
@@ -322,4 +323,11 @@ pub fn shutdown() {
 pub fn test_pause_inside_allocation(ms: f64) -> Result<(), Code> {
     arraypool_core::testing::pause_inside_allocation(to_u64(ms, "ms", "ERR_INVALID_ARG")?);
     Ok(())
+}
+
+/// Test-only: the process slot holding the pool lock right now (read
+/// without taking the lock), or null.
+#[napi]
+pub fn test_lock_owner(pool_id: u32) -> Result<Option<u32>, Code> {
+    Ok(any_pool(pool_id)?.lock_owner())
 }
