@@ -4,7 +4,7 @@
 
 mod errors;
 mod registry;
-mod segments;
+pub mod segments;
 mod views;
 
 use std::sync::Arc;
