@@ -155,8 +155,29 @@ impl<'a> Heap<'a> {
     }
 
     /// A free block of at least `size` bytes (a multiple of 64), O(1).
+    ///
+    /// TLSF proper starts at the class above the request's own (every block
+    /// there fits), which skips a freed block of exactly the requested size:
+    /// the common case here (the same array shape, round after round), and
+    /// the one whose pages are warm. So the request's own class is looked at
+    /// first, a bounded number of entries.
     pub fn find_free(&self, size: u64) -> Option<u64> {
+        const OWN_CLASS_PROBES: usize = 8;
         let h = self.view.header();
+        let (own_fl, own_sl) = size_class(size);
+        if own_fl < FL_COUNT {
+            let mut cursor = h.free_heads[own_fl][own_sl].load(Relaxed);
+            for _ in 0..OWN_CLASS_PROBES {
+                if cursor == NONE {
+                    break;
+                }
+                let b = self.block(cursor);
+                if b.size.load(Relaxed) >= size {
+                    return Some(cursor);
+                }
+                cursor = b.next_free.load(Relaxed);
+            }
+        }
         let (fl, sl) = search_class(size);
         if fl >= FL_COUNT {
             return None;
