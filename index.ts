@@ -38,3 +38,21 @@ import * as binding from '#binding';
 export function layoutVersion(): number {
   return binding.layoutVersion();
 }
+export {
+  ProcessPool,
+  type ExecOptions,
+  type ProcessPoolOptions,
+  type TaskArgs,
+  type TaskName,
+  type TaskResult,
+} from './src/process-pool.js';
+export {
+  DEFAULT_INLINE_BELOW_BYTES,
+  onMessage,
+  send,
+  type MessageSource,
+  type MessageTarget,
+  type OnMessageOptions,
+  type SendOptions,
+  type Serialization,
+} from './src/channels.js';

@@ -1,0 +1,389 @@
+/**
+ * ProcessPool: a pool of forked Node processes running task functions, whose
+ * typed-array arguments and results travel through the shared-memory pool.
+ *
+ * Reference ownership, so nothing outlives a task:
+ * - the parent holds the copies it made of the arguments until the task
+ *   settles (the worker attaches them meanwhile), then releases them;
+ * - the worker releases the arguments it attached when the task returns, and
+ *   holds its result blocks until the parent says it has attached them;
+ * - a worker that dies holding references is reaped when it exits.
+ * No block is ever left waiting in flight for a receiver that is gone.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { resolve as resolvePath } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+import { decodeMessage, encodeMessage, inlineThreshold, releaseAll, type Serialization } from './channels.js';
+import { type PoolTypedArray } from './dtypes.js';
+import { ArrayPoolError, type ErrorCode } from './errors.js';
+import { SEGMENT_ENV, getPool, type Pool } from './pool.js';
+import { type TransferableArray } from './transferable.js';
+
+export interface ProcessPoolOptions {
+  /**
+   * The task module: a path (relative to the working directory) or file URL
+   * of an ESM or CommonJS file whose exports (or default export's
+   * properties) are the task functions. Each worker imports it once.
+   */
+  module: string | URL;
+  /** Worker processes (default `os.availableParallelism()`). */
+  workers?: number;
+  /**
+   * The IPC serialization (default 'advanced'). With 'json', every typed
+   * array goes through the pool (JSON cannot carry one) and Maps, Sets,
+   * BigInts and other non-JSON values cannot be arguments or results.
+   */
+  serialization?: Serialization;
+  /** Typed arrays smaller than this are cloned inline (default DEFAULT_INLINE_BELOW_BYTES). */
+  inlineBelowBytes?: number;
+}
+
+export interface ExecOptions {
+  /**
+   * Aborting rejects the task with ERR_ABORTED: a queued task never starts;
+   * a running one's worker is killed (and replaced), since JS cannot be
+   * interrupted from outside.
+   */
+  signal?: AbortSignal;
+}
+
+// `any` is what lets functions with specific parameter types match.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type TaskFunction = (...args: any[]) => unknown;
+
+/** The names of the functions a task module exports. */
+export type TaskName<Tasks> = { [K in keyof Tasks]: Tasks[K] extends TaskFunction ? K : never }[keyof Tasks] & string;
+
+/** A parameter that takes a typed array also takes that array's TransferableArray. */
+type Argument<P> = P extends PoolTypedArray ? P | TransferableArray<P> : P;
+
+/** The arguments task `K` takes, as the caller may pass them. */
+export type TaskArgs<Tasks, K extends keyof Tasks> = Tasks[K] extends (...args: infer A) => unknown
+  ? { [I in keyof A]: Argument<A[I]> }
+  : never;
+
+/** What task `K` resolves to. */
+export type TaskResult<Tasks, K extends keyof Tasks> = Tasks[K] extends (...args: never[]) => infer R ? Awaited<R> : never;
+
+/** @internal What a worker needs to know, passed as its first argument (JSON). */
+export interface WorkerConfig {
+  moduleUrl: string;
+  inlineBelowBytes: number;
+}
+
+/** @internal An error thrown in a worker, as it crosses back. */
+export interface RemoteError {
+  name: string;
+  message: string;
+  stack?: string;
+  code?: string;
+}
+
+/** @internal Parent to worker. */
+export type ToWorker =
+  | { kind: 'run'; id: number; name: string; args: unknown }
+  /** The parent attached the result of task `id`: the worker may let go of it. */
+  | { kind: 'taken'; id: number };
+
+/** @internal Worker to parent. */
+export type FromWorker =
+  | { kind: 'ready' }
+  /** `held`: the worker keeps references for the result until it hears 'taken'. */
+  | { kind: 'settled'; id: number; ok: true; value: unknown; held: boolean }
+  | { kind: 'settled'; id: number; ok: false; error: RemoteError };
+
+const RUNNER = new URL('./process-pool-worker.js', import.meta.url);
+
+interface Task {
+  readonly id: number;
+  readonly name: string;
+  /** The arguments as they cross (handles in place of pooled arrays). */
+  readonly args: unknown;
+  /** The parent's references to the argument copies, held until the task settles. */
+  readonly references: TransferableArray[];
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: Error) => void;
+  readonly signal: AbortSignal | undefined;
+  readonly onAbort: () => void;
+  /** Resolves when the task settles either way (close waits for running tasks). */
+  readonly settled: Promise<void>;
+  readonly markSettled: () => void;
+  done: boolean;
+}
+
+interface WorkerProcess {
+  readonly child: ChildProcess;
+  readonly exited: Promise<void>;
+  /** Imported its task module and listens for tasks. */
+  ready: boolean;
+  /** Killed on purpose (aborted task): takes no more tasks. */
+  doomed: boolean;
+  task: Task | undefined;
+}
+
+export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> implements AsyncDisposable {
+  readonly #size: number;
+  readonly #serialization: Serialization;
+  readonly #config: WorkerConfig;
+  readonly #pool: Pool;
+  readonly #workers = new Set<WorkerProcess>();
+  readonly #queue: Task[] = [];
+  #nextId = 0;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: ProcessPoolOptions) {
+    this.#size = options.workers ?? availableParallelism();
+    if (!Number.isSafeInteger(this.#size) || this.#size < 1) {
+      throw new ArrayPoolError('ERR_INVALID_ARG', `workers must be a positive integer, got ${String(options.workers)}`);
+    }
+    this.#serialization = options.serialization ?? 'advanced';
+    this.#config = {
+      moduleUrl: moduleUrl(options.module),
+      inlineBelowBytes: inlineThreshold(this.#serialization, options.inlineBelowBytes),
+    };
+    // Before forking, so the workers inherit the pool (ARRAYPOOL_SEGMENT).
+    this.#pool = getPool();
+    this.#spawnMissing();
+  }
+
+  /** The pids of the current workers (replaced ones drop out). */
+  get pids(): number[] {
+    return [...this.#workers].flatMap((w) => (w.child.pid === undefined ? [] : [w.child.pid]));
+  }
+
+  /** Runs task `name` with `args` in a worker; see `exec` for options. */
+  run<K extends TaskName<Tasks>>(name: K, ...args: TaskArgs<Tasks, K>): Promise<TaskResult<Tasks, K>> {
+    return this.exec(name, args);
+  }
+
+  /**
+   * Runs task `name` in the next free worker. Typed arrays anywhere in `args`
+   * travel through the pool (copied in once now, so later changes by the
+   * caller are not seen, unless they already live in the pool: those are
+   * shared). Resolves with the task's result, its typed arrays viewing the
+   * pool: plain arrays as plain arrays, TransferableArrays as
+   * TransferableArrays (release those when done).
+   */
+  exec<K extends TaskName<Tasks>>(
+    name: K,
+    args: TaskArgs<Tasks, K>,
+    options: ExecOptions = {},
+  ): Promise<TaskResult<Tasks, K>> {
+    try {
+      return this.#enqueue(name, args, options.signal) as Promise<TaskResult<Tasks, K>>;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Stops taking tasks: queued tasks reject with ERR_PROCESS_POOL_CLOSED,
+   * running ones finish, then the workers exit (dropping their references).
+   * Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutDown();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #enqueue(name: string, args: unknown, signal: AbortSignal | undefined): Promise<unknown> {
+    if (this.#closing) throw closedError(name);
+    if (signal?.aborted) throw abortedError(name, signal);
+    const { message, references } = encodeMessage(args, {
+      inlineBelowBytes: this.#config.inlineBelowBytes,
+      transferRequired: false,
+      adopt: false,
+    });
+    return new Promise((resolve, reject) => {
+      let markSettled!: () => void;
+      const settled = new Promise<void>((r) => (markSettled = r));
+      const task: Task = {
+        id: this.#nextId++,
+        name,
+        args: message,
+        references,
+        resolve,
+        reject,
+        signal,
+        onAbort: () => this.#abort(task),
+        settled,
+        markSettled,
+        done: false,
+      };
+      signal?.addEventListener('abort', task.onAbort, { once: true });
+      this.#queue.push(task);
+      this.#spawnMissing();
+      this.#dispatch();
+    });
+  }
+
+  #spawnMissing(): void {
+    while (!this.#closing && this.#workers.size < this.#size) this.#spawn();
+  }
+
+  #spawn(): void {
+    const child = fork(RUNNER, [JSON.stringify(this.#config)], {
+      serialization: this.#serialization,
+      env: { ...process.env, [SEGMENT_ENV]: this.#pool.name },
+    });
+    let markExited!: () => void;
+    const exited = new Promise<void>((resolve) => (markExited = resolve));
+    const worker: WorkerProcess = { child, exited, ready: false, doomed: false, task: undefined };
+    this.#workers.add(worker);
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+      this.#onExit(worker, code, signal);
+      markExited();
+    };
+    child.once('exit', onExit);
+    child.on('message', (message: FromWorker) => this.#onMessage(worker, message));
+    // Failed deliveries reach the send callbacks. A fork that failed (no
+    // pid) may never emit 'exit', so it counts as one here.
+    child.on('error', () => {
+      if (child.pid === undefined) onExit(null, null);
+    });
+  }
+
+  #dispatch(): void {
+    for (const worker of this.#workers) {
+      if (this.#queue.length === 0) return;
+      if (!worker.ready || worker.doomed || worker.task !== undefined) continue;
+      const task = this.#queue.shift() as Task;
+      worker.task = task;
+      this.#post(worker, { kind: 'run', id: task.id, name: task.name, args: task.args }, task);
+    }
+  }
+
+  /** Sends to a worker; a message that cannot be serialized fails its task, not the pool. */
+  #post(worker: WorkerProcess, message: ToWorker, task?: Task): void {
+    try {
+      worker.child.send(message, () => {});
+    } catch (error) {
+      if (task === undefined) return;
+      worker.task = undefined;
+      this.#settle(task, toError(error));
+      this.#dispatch();
+    }
+  }
+
+  #onMessage(worker: WorkerProcess, message: FromWorker): void {
+    if (message.kind === 'ready') {
+      worker.ready = true;
+      this.#dispatch();
+      return;
+    }
+    const task = worker.task;
+    // A late answer for an aborted task: its worker is being killed, and
+    // its death frees what the answer names.
+    if (task === undefined || task.id !== message.id || task.done) return;
+    worker.task = undefined;
+    if (message.ok) this.#settleWithResult(worker, task, message.value, message.held);
+    else this.#settle(task, fromRemote(message.error));
+    this.#dispatch();
+  }
+
+  #settleWithResult(worker: WorkerProcess, task: Task, value: unknown, held: boolean): void {
+    let outcome: Error | { value: unknown };
+    try {
+      outcome = { value: decodeMessage(value, { plainArrays: false }).message };
+    } catch (error) {
+      outcome = toError(error);
+    }
+    if (held) this.#post(worker, { kind: 'taken', id: task.id });
+    // Only after decoding: a result that shares an argument's block stays alive.
+    this.#settle(task, outcome);
+  }
+
+  #settle(task: Task, outcome: Error | { value: unknown }): void {
+    if (task.done) return;
+    task.done = true;
+    task.signal?.removeEventListener('abort', task.onAbort);
+    releaseAll(task.references);
+    if (outcome instanceof Error) task.reject(outcome);
+    else task.resolve(outcome.value);
+    task.markSettled();
+  }
+
+  #abort(task: Task): void {
+    const queued = this.#queue.indexOf(task);
+    if (queued >= 0) this.#queue.splice(queued, 1);
+    else this.#killRunner(task);
+    this.#settle(task, abortedError(task.name, task.signal));
+  }
+
+  #killRunner(task: Task): void {
+    for (const worker of this.#workers) {
+      if (worker.task !== task) continue;
+      worker.doomed = true;
+      worker.child.kill('SIGKILL');
+    }
+  }
+
+  #onExit(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (!this.#workers.delete(worker)) return; // a failed fork reports twice
+    // The references it held (arguments, results not yet taken) go now.
+    if (!this.#pool.closed) this.#pool.reap();
+    const how = signal !== null ? `signal ${signal}` : `exit code ${String(code)}`;
+    const pid = worker.child.pid ?? 'unknown';
+    if (worker.task !== undefined) {
+      this.#settle(
+        worker.task,
+        new ArrayPoolError('ERR_WORKER_DIED', `worker process ${pid} died (${how}) while running task "${worker.task.name}"`),
+      );
+    }
+    if (this.#closing) return;
+    if (worker.ready) {
+      this.#spawnMissing();
+    } else if (this.#workers.size === 0) {
+      // Died while starting and nobody is left to run the queue: fail it
+      // rather than respawn in a loop (the next exec tries again).
+      const error = new ArrayPoolError('ERR_WORKER_DIED', `worker process ${pid} died during start-up (${how})`);
+      for (const task of this.#queue.splice(0)) this.#settle(task, error);
+    }
+    this.#dispatch();
+  }
+
+  async #shutDown(): Promise<void> {
+    for (const task of this.#queue.splice(0)) this.#settle(task, closedError(task.name));
+    await Promise.all([...this.#workers].map((w) => w.task?.settled));
+    for (const worker of this.#workers) {
+      if (worker.child.connected) worker.child.disconnect(); // the worker exits on disconnect
+    }
+    await Promise.all([...this.#workers].map((w) => w.exited));
+  }
+}
+
+function moduleUrl(module: string | URL): string {
+  if (module instanceof URL) return module.href;
+  if (typeof module !== 'string' || module === '') {
+    throw new ArrayPoolError('ERR_INVALID_ARG', 'module must be a path or file URL of the task module');
+  }
+  return module.startsWith('file:') ? module : pathToFileURL(resolvePath(module)).href;
+}
+
+const toError = (error: unknown): Error => (error instanceof Error ? error : new Error(String(error)));
+
+function closedError(name: string): ArrayPoolError {
+  return new ArrayPoolError('ERR_PROCESS_POOL_CLOSED', `cannot run task "${name}": the ProcessPool is closed`);
+}
+
+function abortedError(name: string, signal: AbortSignal | undefined): ArrayPoolError {
+  return new ArrayPoolError('ERR_ABORTED', `task "${name}" was aborted`, { cause: signal?.reason });
+}
+
+/** Rebuilds a worker's error with its name, message, stack and code. */
+function fromRemote(remote: RemoteError): Error {
+  const error =
+    remote.name === 'ArrayPoolError' && remote.code !== undefined
+      ? new ArrayPoolError(remote.code as ErrorCode, remote.message)
+      : new Error(remote.message);
+  error.name = remote.name;
+  if (remote.stack !== undefined) error.stack = remote.stack;
+  if (remote.code !== undefined) Object.assign(error, { code: remote.code });
+  return error;
+}
