@@ -6,6 +6,8 @@
  * import { makeTransferable, revive, startPool } from 'arraypool';
  * ```
  */
+import * as binding from '#binding';
+
 export { ArrayPoolError, type ErrorCode } from './src/errors.js';
 export { type DType, type DTypeArrays, type PoolTypedArray } from './src/dtypes.js';
 export { HANDLE_FIELDS, HANDLE_FORMAT, type TransferableHandle } from './src/handle.js';
@@ -31,13 +33,6 @@ export {
   zeros,
   type TransferOptions,
 } from './src/transferable.js';
-
-import * as binding from '#binding';
-
-/** Version of the shared-memory segment layout compiled into the native addon. */
-export function layoutVersion(): number {
-  return binding.layoutVersion();
-}
 export {
   ProcessPool,
   type ExecOptions,
@@ -56,3 +51,8 @@ export {
   type SendOptions,
   type Serialization,
 } from './src/channels.js';
+
+/** Version of the shared-memory segment layout compiled into the native addon. */
+export function layoutVersion(): number {
+  return binding.layoutVersion();
+}

@@ -113,6 +113,7 @@ export class Pool {
     this.#closed = true;
     native(() => binding.closePool(this.id));
     pools.delete(this.name);
+    poolsById.delete(this.id);
     if (defaultPool === this) {
       defaultPool = undefined;
       if (process.env[SEGMENT_ENV] === this.name) delete process.env[SEGMENT_ENV];
@@ -121,7 +122,21 @@ export class Pool {
 }
 
 const pools = new Map<string, Pool>();
+const poolsById = new Map<number, Pool>();
 let defaultPool: Pool | undefined;
+
+/** Records a pool this process opened, by name (for handles) and by id (for `toTransferable`). */
+function remember(pool: Pool): Pool {
+  pools.set(pool.name, pool);
+  poolsById.set(pool.id, pool);
+  return pool;
+}
+
+/** @internal The open pool with this native id. */
+export function poolById(id: number): Pool | undefined {
+  const pool = poolsById.get(id);
+  return pool && !pool.closed ? pool : undefined;
+}
 
 function nativeConfig(options: PoolOptions, withSize: boolean): binding.PoolConfig {
   const config: binding.PoolConfig = {};
@@ -138,8 +153,7 @@ function nativeConfig(options: PoolOptions, withSize: boolean): binding.PoolConf
 export function poolByName(name: string): Pool {
   const known = pools.get(name);
   if (known && !known.closed) return known;
-  const pool = new Pool(native(() => binding.openPool(name, {})));
-  pools.set(pool.name, pool);
+  const pool = remember(new Pool(native(() => binding.openPool(name, {}))));
   installExitHooks();
   return pool;
 }
@@ -156,8 +170,7 @@ export function startPool(options: PoolOptions = {}): Pool {
   const inherited = process.env[SEGMENT_ENV];
   if (inherited) {
     try {
-      const pool = new Pool(native(() => binding.openPool(inherited, nativeConfig(options, false))));
-      pools.set(pool.name, pool);
+      const pool = remember(new Pool(native(() => binding.openPool(inherited, nativeConfig(options, false)))));
       defaultPool = pool;
       installExitHooks();
       return pool;
@@ -166,8 +179,7 @@ export function startPool(options: PoolOptions = {}): Pool {
       if (!(error instanceof ArrayPoolError && error.code === 'ERR_SEGMENT_NOT_FOUND')) throw error;
     }
   }
-  const pool = new Pool(native(() => binding.createPool(nativeConfig(options, true))));
-  pools.set(pool.name, pool);
+  const pool = remember(new Pool(native(() => binding.createPool(nativeConfig(options, true)))));
   defaultPool = pool;
   process.env[SEGMENT_ENV] = pool.name;
   installExitHooks();

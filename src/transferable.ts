@@ -9,13 +9,13 @@ import * as binding from '#binding';
 import { ArrayPoolError, native } from './errors.js';
 import { DTYPES, dtypeOf, isDType, type DType, type DTypeArrays, type PoolTypedArray } from './dtypes.js';
 import { HANDLE_FORMAT, looksLikeHandle, parseHandle, shapeSize, type TransferableHandle } from './handle.js';
-import { getPool, poolByName, type Pool } from './pool.js';
+import { getPool, poolById, poolByName, type Pool } from './pool.js';
 
 /** `[viewId, offset, generation]`, written by the binding (saves an object per call). */
 const out = new Float64Array(3);
 
-/** Pool views by their ArrayBuffer, to recognise plain typed arrays that live in the pool. */
-const owners = new WeakMap<ArrayBuffer, TransferableArray>();
+/** `[poolId, offset, generation, byteOffset]`, written by `locateView`. */
+const located = new Float64Array(4);
 
 /** The scopes opened by `withPool`, innermost last, per async context. */
 const scopes = new AsyncLocalStorage<Set<TransferableArray>>();
@@ -60,7 +60,6 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     this.#viewId = out[0] as number;
     const info = DTYPES[handle.dtype];
     this.#array = info.view(buffer, 0, handle.byteLength / info.bytesPerElement) as T;
-    owners.set(buffer, this);
     scopes.getStore()?.add(this);
   }
 
@@ -244,19 +243,17 @@ export function zeros<D extends DType>(
  * array (a task's return value) send it without copying.
  */
 export function toTransferable<T extends PoolTypedArray>(view: T): TransferableArray<T> | undefined {
-  if (!ArrayBuffer.isView(view)) return undefined;
-  const owner = owners.get(view.buffer as ArrayBuffer);
-  if (owner === undefined || owner.released) return undefined;
+  if (!ArrayBuffer.isView(view) || view.byteLength === 0) return undefined;
   const dtype = dtypeOf(view);
-  if (dtype === undefined) return undefined;
-  const byteOffset = owner.byteOffset + view.byteOffset;
-  const buffer = native(() =>
-    binding.share(owner.poolId, owner.offset, owner.generation, byteOffset, view.byteLength, out),
-  );
-  return new TransferableArray<T>(owner.pool, buffer, {
-    segment: owner.segment,
-    offset: owner.offset,
-    generation: owner.generation,
+  if (dtype === undefined || !native(() => binding.locateView(view, located))) return undefined;
+  const pool = poolById(located[0] as number);
+  if (pool === undefined) return undefined;
+  const [, offset, generation, byteOffset] = located as unknown as [number, number, number, number];
+  const buffer = native(() => binding.share(pool.id, offset, generation, byteOffset, view.byteLength, out));
+  return new TransferableArray<T>(pool, buffer, {
+    segment: pool.name,
+    offset,
+    generation,
     byteOffset,
     byteLength: view.byteLength,
     dtype,

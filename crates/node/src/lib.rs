@@ -188,6 +188,28 @@ pub fn share<'env>(
     views::external_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
 }
 
+/// If `view` is a typed array over pool memory that this process viewed,
+/// writes `[poolId, offset, generation, byteOffset]` to `out` and returns
+/// true; false for anything else.
+#[napi]
+pub fn locate_view(env: &Env, view: Unknown, mut out: Float64Array) -> Result<bool, Code> {
+    // SAFETY: `out` is the caller's Float64Array; written before returning.
+    let slots = unsafe { out.as_mut() };
+    if slots.len() < 4 {
+        return Err(coded(
+            "ERR_INVALID_ARG",
+            "out must be a Float64Array of length >= 4",
+        ));
+    }
+    match views::locate(env.raw(), view.raw()) {
+        Some(found) => {
+            slots[..4].copy_from_slice(&found);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// Drops a view's reference now and detaches its ArrayBuffer (every typed
 /// array over it becomes length 0). Returns false if it was already released.
 #[napi]
@@ -310,6 +332,7 @@ pub fn shutdown() {
     let pools: Vec<Arc<Pool>> = {
         let mut r = registry();
         r.views.clear();
+        r.by_address.clear();
         r.pools.iter().map(|p| p.pool.clone()).collect()
     };
     for p in pools {

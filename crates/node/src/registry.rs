@@ -16,6 +16,19 @@ pub struct View {
     pub offset: u64,
     pub generation: u64,
     pub byte_length: u64,
+    /// Where the view's ArrayBuffer starts (key of `by_address`).
+    pub address: usize,
+}
+
+/// What a view's address says about it: the block and where in its data
+/// the view starts. Shared by all views starting at that address.
+pub struct Located {
+    pub pool_id: u32,
+    pub offset: u64,
+    pub generation: u64,
+    pub byte_offset: u64,
+    /// Live views at this address.
+    views: u32,
 }
 
 pub struct OpenPool {
@@ -28,7 +41,40 @@ pub struct OpenPool {
 pub struct Registry {
     pub pools: Vec<OpenPool>,
     pub views: HashMap<u64, View>,
+    /// Live views by the address of their ArrayBuffer's data: lets a plain
+    /// typed array over pool memory be traced back to its block.
+    pub by_address: HashMap<usize, Located>,
     pub next_view_id: u64,
+}
+
+impl Registry {
+    pub fn add_view(&mut self, view: View, byte_offset: u64) -> u64 {
+        self.next_view_id += 1;
+        let id = self.next_view_id;
+        self.by_address
+            .entry(view.address)
+            .or_insert(Located {
+                pool_id: view.pool_id,
+                offset: view.offset,
+                generation: view.generation,
+                byte_offset,
+                views: 0,
+            })
+            .views += 1;
+        self.views.insert(id, view);
+        id
+    }
+
+    pub fn remove_view(&mut self, id: u64) -> Option<View> {
+        let view = self.views.remove(&id)?;
+        if let Some(located) = self.by_address.get_mut(&view.address) {
+            located.views -= 1;
+            if located.views == 0 {
+                self.by_address.remove(&view.address);
+            }
+        }
+        Some(view)
+    }
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::default()));

@@ -40,7 +40,7 @@ fn adjust_external_memory(env: sys::napi_env, delta: i64) {
 
 /// Drops the reference a view holds, once. Returns whether it was live.
 pub fn release_view(env: sys::napi_env, id: u64) -> bool {
-    let view = registry().views.remove(&id);
+    let view = registry().remove_view(id);
     match view {
         Some(v) => {
             let _ = v.pool.release(v.offset, v.generation);
@@ -86,25 +86,22 @@ pub fn external_view<'env>(
     byte_length: u64,
     mut out: Float64Array,
 ) -> Result<ArrayBuffer<'env>, Code> {
-    let data = pool.data_ptr(&block);
-    let id = {
-        let mut r = registry();
-        r.next_view_id += 1;
-        let id = r.next_view_id;
-        r.views.insert(
-            id,
-            View {
-                pool,
-                pool_id,
-                offset: block.offset,
-                generation: block.generation,
-                byte_length,
-            },
-        );
-        id
-    };
+    // SAFETY: byte_offset + byte_length lies inside the block's data (the
+    // core validated the range), which stays mapped for the process's life.
+    let ptr = unsafe { pool.data_ptr(&block).add(byte_offset as usize) };
+    let id = registry().add_view(
+        View {
+            pool,
+            pool_id,
+            offset: block.offset,
+            generation: block.generation,
+            byte_length,
+            address: ptr as usize,
+        },
+        byte_offset,
+    );
     let fail = |e: JsError| {
-        if let Some(v) = registry().views.remove(&id) {
+        if let Some(v) = registry().remove_view(id) {
             let _ = v.pool.release(v.offset, v.generation);
         }
         Err(e)
@@ -118,9 +115,6 @@ pub fn external_view<'env>(
             "out must be a Float64Array of length >= 3",
         ));
     }
-    // SAFETY: byte_offset + byte_length lies inside the block's data (the
-    // core validated the range), which stays mapped for the process's life.
-    let ptr = unsafe { data.add(byte_offset as usize) };
     let mut value = std::ptr::null_mut();
     // SAFETY: ptr/len describe mapped memory that outlives the buffer (pools
     // are never unmapped); the finalizer only receives the view id.
@@ -157,4 +151,46 @@ pub fn external_view<'env>(
     slots[2] = block.generation as f64;
     // SAFETY: `value` is the ArrayBuffer napi just created in this env.
     unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }.map_err(from_napi)
+}
+
+/// The block behind a typed array over pool memory (made from any view this
+/// process created): `[poolId, offset, generation, byteOffset]`, where
+/// byteOffset is where the typed array starts in the block's data.
+pub fn locate(env: sys::napi_env, value: sys::napi_value) -> Option<[f64; 4]> {
+    let mut is_typed_array = false;
+    // SAFETY: env and value come from napi for the current call.
+    if unsafe { sys::napi_is_typedarray(env, value, &mut is_typed_array) } != sys::Status::napi_ok
+        || !is_typed_array
+    {
+        return None;
+    }
+    let mut data: *mut c_void = std::ptr::null_mut();
+    let mut byte_offset = 0usize;
+    let mut length = 0usize;
+    let mut kind = 0;
+    // SAFETY: value is a typed array (checked above); the out pointers are
+    // valid locals, and napi accepts null for the outputs we do not need.
+    let status = unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            value,
+            &mut kind,
+            &mut length,
+            &mut data,
+            std::ptr::null_mut(),
+            &mut byte_offset,
+        )
+    };
+    if status != sys::Status::napi_ok || data.is_null() {
+        return None;
+    }
+    let address = (data as usize).checked_sub(byte_offset)?;
+    let r = registry();
+    let located = r.by_address.get(&address)?;
+    Some([
+        located.pool_id as f64,
+        located.offset as f64,
+        located.generation as f64,
+        (located.byte_offset + byte_offset as u64) as f64,
+    ])
 }
