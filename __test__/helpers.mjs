@@ -54,3 +54,19 @@ export async function collectGarbage() {
     await new Promise((r) => setImmediate(r));
   }
 }
+
+/** Every dtype with a sample value that exercises its range. */
+export const DTYPE_SAMPLES = [
+  [Int8Array, -3],
+  [Uint8Array, 250],
+  [Uint8ClampedArray, 255],
+  [Int16Array, -30000],
+  [Uint16Array, 60000],
+  [Int32Array, -2e9],
+  [Uint32Array, 4e9],
+  [Float32Array, 1.5],
+  [Float64Array, Math.PI],
+  [BigInt64Array, -(2n ** 60n)],
+  [BigUint64Array, 2n ** 63n],
+  [Buffer, 0xab],
+];

@@ -14,7 +14,7 @@ import {
   toTransferable,
   zeros,
 } from '../dist/index.js';
-import { collectGarbage } from './helpers.mjs';
+import { collectGarbage, DTYPE_SAMPLES } from './helpers.mjs';
 
 const TASKS = fileURLToPath(new URL('./fixtures/process-pool-tasks.mjs', import.meta.url));
 const CJS_TASKS = new URL('./fixtures/process-pool-tasks.cjs', import.meta.url);
@@ -58,20 +58,7 @@ const inPool = (array) => {
 };
 
 const LARGE = DEFAULT_INLINE_BELOW_BYTES; // elements: every dtype is then at least that many bytes
-const DTYPES = [
-  [Int8Array, -3],
-  [Uint8Array, 250],
-  [Uint8ClampedArray, 255],
-  [Int16Array, -30000],
-  [Uint16Array, 60000],
-  [Int32Array, -2e9],
-  [Uint32Array, 4e9],
-  [Float32Array, 1.5],
-  [Float64Array, Math.PI],
-  [BigInt64Array, -(2n ** 60n)],
-  [BigUint64Array, 2n ** 63n],
-  [Buffer, 0xab],
-];
+const DTYPES = DTYPE_SAMPLES;
 const make = (Ctor, length, sample) => (Ctor === Buffer ? Buffer.alloc(length, sample) : new Ctor(length).fill(sample));
 
 test.serial('typed arrays of every dtype, nested in objects, arrays and Maps, reach the task as plain arrays', async (t) => {

@@ -2,7 +2,7 @@
 import test from 'ava';
 
 import { makeTransferable, revive, startPool, getPool, empty, TransferableArray } from '../dist/index.js';
-import { spawnChild, collectGarbage } from './helpers.mjs';
+import { spawnChild, collectGarbage, DTYPE_SAMPLES } from './helpers.mjs';
 
 const pool = startPool();
 
@@ -108,20 +108,7 @@ test.serial('subarray across processes: the child writes through a slice into th
   }
 });
 
-const DTYPES = [
-  [Int8Array, -3],
-  [Uint8Array, 250],
-  [Uint8ClampedArray, 255],
-  [Int16Array, -30000],
-  [Uint16Array, 60000],
-  [Int32Array, -2e9],
-  [Uint32Array, 4e9],
-  [Float32Array, 1.5],
-  [Float64Array, Math.PI],
-  [BigInt64Array, -(2n ** 60n)],
-  [BigUint64Array, 2n ** 63n],
-  [Buffer, 0xab],
-];
+const DTYPES = DTYPE_SAMPLES;
 
 test.serial('every dtype and a multi-dimensional shape cross a process and come back', async (t) => {
   const c = await spawnChild();

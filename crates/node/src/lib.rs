@@ -150,6 +150,23 @@ fn handle(
     })
 }
 
+/// Takes a reference through `take` (attach or share) to the block a handle
+/// names and returns a view of the handle's byte range.
+fn view_of_handle<'env>(
+    env: &'env Env,
+    pool_id: u32,
+    handle_fields: [f64; 4],
+    out: Float64Array,
+    take: fn(&Pool, &Handle) -> arraypool_core::Result<arraypool_core::BlockRef>,
+) -> Result<ArrayBuffer<'env>, Code> {
+    let pool = pool(pool_id)?;
+    let [offset, generation, byte_offset, byte_length] = handle_fields;
+    let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
+    views::check_view_size(h.byte_length)?;
+    let block = take(&pool, &h).map_err(from_pool)?;
+    views::external_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
+}
+
 /// Attaches the block a handle names (marking it transferred) and returns a
 /// view of the handle's byte range.
 #[napi]
@@ -162,11 +179,13 @@ pub fn attach<'env>(
     byte_length: f64,
     out: Float64Array,
 ) -> Result<ArrayBuffer<'env>, Code> {
-    let pool = pool(pool_id)?;
-    let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
-    views::check_view_size(h.byte_length)?;
-    let block = pool.attach(&h).map_err(from_pool)?;
-    views::external_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
+    view_of_handle(
+        env,
+        pool_id,
+        [offset, generation, byte_offset, byte_length],
+        out,
+        Pool::attach,
+    )
 }
 
 /// Another view of (a range of) a block this process holds; does not mark
@@ -181,11 +200,13 @@ pub fn share<'env>(
     byte_length: f64,
     out: Float64Array,
 ) -> Result<ArrayBuffer<'env>, Code> {
-    let pool = pool(pool_id)?;
-    let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
-    views::check_view_size(h.byte_length)?;
-    let block = pool.share(&h).map_err(from_pool)?;
-    views::external_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
+    view_of_handle(
+        env,
+        pool_id,
+        [offset, generation, byte_offset, byte_length],
+        out,
+        Pool::share,
+    )
 }
 
 /// If `view` is a typed array over pool memory that this process viewed,
