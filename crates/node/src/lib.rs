@@ -124,7 +124,7 @@ pub fn allocate<'env>(
     pool_id: u32,
     byte_length: f64,
     transfer_required: bool,
-    out: Float64Array,
+    out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
     let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
     views::check_view_size(len)?;
@@ -156,7 +156,7 @@ fn view_of_handle<'env>(
     env: &'env Env,
     pool_id: u32,
     handle_fields: [f64; 4],
-    out: Float64Array,
+    out: Unknown,
     take: fn(&Pool, &Handle) -> arraypool_core::Result<arraypool_core::BlockRef>,
 ) -> Result<ArrayBuffer<'env>, Code> {
     let pool = pool(pool_id)?;
@@ -177,7 +177,7 @@ pub fn attach<'env>(
     generation: f64,
     byte_offset: f64,
     byte_length: f64,
-    out: Float64Array,
+    out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
     view_of_handle(
         env,
@@ -198,7 +198,7 @@ pub fn share<'env>(
     generation: f64,
     byte_offset: f64,
     byte_length: f64,
-    out: Float64Array,
+    out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
     view_of_handle(
         env,
@@ -213,15 +213,13 @@ pub fn share<'env>(
 /// writes `[poolId, offset, generation, byteOffset]` to `out` and returns
 /// true; false for anything else.
 #[napi]
-pub fn locate_view(env: &Env, view: Unknown, mut out: Float64Array) -> Result<bool, Code> {
-    // SAFETY: `out` is the caller's Float64Array; written before returning.
-    let slots = unsafe { out.as_mut() };
-    if slots.len() < 4 {
+pub fn locate_view(env: &Env, view: Unknown, out: Unknown) -> Result<bool, Code> {
+    let Some(slots) = views::float64_slots(env.raw(), out.raw(), 4) else {
         return Err(coded(
             "ERR_INVALID_ARG",
             "out must be a Float64Array of length >= 4",
         ));
-    }
+    };
     match views::locate(env.raw(), view.raw()) {
         Some(found) => {
             slots[..4].copy_from_slice(&found);
