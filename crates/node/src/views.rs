@@ -150,14 +150,13 @@ pub fn external_view<'env>(
     unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }.map_err(from_napi)
 }
 
-/// The elements of a Float64Array argument, read in place. napi-rs's own
-/// `Float64Array` parameter type costs a reference per call, measurable on
-/// the allocate path. None if it is not a Float64Array of at least `min`.
-pub fn float64_slots<'a>(
+/// What napi knows of a typed array: its element kind, length, data pointer
+/// (already advanced by its byte offset) and byte offset in its buffer.
+/// None for anything that is not a typed array, or a detached one.
+fn typed_array_info(
     env: sys::napi_env,
     value: sys::napi_value,
-    min: usize,
-) -> Option<&'a mut [f64]> {
+) -> Option<(i32, usize, *mut c_void, usize)> {
     let mut is_typed_array = false;
     // SAFETY: env and value come from napi for the current call.
     if unsafe { sys::napi_is_typedarray(env, value, &mut is_typed_array) } != sys::Status::napi_ok
@@ -165,10 +164,10 @@ pub fn float64_slots<'a>(
     {
         return None;
     }
-    let mut kind = 0;
-    let mut length = 0usize;
-    let mut data: *mut c_void = std::ptr::null_mut();
-    // SAFETY: value is a typed array; napi accepts null for unused outputs.
+    let (mut kind, mut length, mut data, mut byte_offset) =
+        (0, 0usize, std::ptr::null_mut(), 0usize);
+    // SAFETY: value is a typed array (checked above); the out pointers are
+    // valid locals, and napi accepts null for the buffer we do not need.
     let status = unsafe {
         sys::napi_get_typedarray_info(
             env,
@@ -177,14 +176,22 @@ pub fn float64_slots<'a>(
             &mut length,
             &mut data,
             std::ptr::null_mut(),
-            std::ptr::null_mut(),
+            &mut byte_offset,
         )
     };
-    if status != sys::Status::napi_ok
-        || kind != sys::TypedarrayType::float64_array
-        || data.is_null()
-        || length < min
-    {
+    (status == sys::Status::napi_ok && !data.is_null()).then_some((kind, length, data, byte_offset))
+}
+
+/// The elements of a Float64Array argument, read in place. napi-rs's own
+/// `Float64Array` parameter type costs a reference per call, measurable on
+/// the allocate path. None if it is not a Float64Array of at least `min`.
+pub fn float64_slots<'a>(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    min: usize,
+) -> Option<&'a mut [f64]> {
+    let (kind, length, data, _) = typed_array_info(env, value)?;
+    if kind != sys::TypedarrayType::float64_array || length < min {
         return None;
     }
     // SAFETY: napi reports `length` f64 elements at `data` (8-byte aligned
@@ -197,33 +204,7 @@ pub fn float64_slots<'a>(
 /// process created): `[poolId, offset, generation, byteOffset]`, where
 /// byteOffset is where the typed array starts in the block's data.
 pub fn locate(env: sys::napi_env, value: sys::napi_value) -> Option<[f64; 4]> {
-    let mut is_typed_array = false;
-    // SAFETY: env and value come from napi for the current call.
-    if unsafe { sys::napi_is_typedarray(env, value, &mut is_typed_array) } != sys::Status::napi_ok
-        || !is_typed_array
-    {
-        return None;
-    }
-    let mut data: *mut c_void = std::ptr::null_mut();
-    let mut byte_offset = 0usize;
-    let mut length = 0usize;
-    let mut kind = 0;
-    // SAFETY: value is a typed array (checked above); the out pointers are
-    // valid locals, and napi accepts null for the outputs we do not need.
-    let status = unsafe {
-        sys::napi_get_typedarray_info(
-            env,
-            value,
-            &mut kind,
-            &mut length,
-            &mut data,
-            std::ptr::null_mut(),
-            &mut byte_offset,
-        )
-    };
-    if status != sys::Status::napi_ok || data.is_null() {
-        return None;
-    }
+    let (_, _, data, byte_offset) = typed_array_info(env, value)?;
     let address = (data as usize).checked_sub(byte_offset)?;
     let r = registry();
     let located = r.by_address.get(&address)?;
