@@ -45,7 +45,11 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
             ));
             return;
         }
-        if let Some(inner) = (offset + BLOCK_ALIGN..offset + size)
+        // Above the reserved watermark the bitmap is all zero and may be
+        // unbacked: do not fault it in.
+        let scanned_end =
+            (offset + size).min(h.reserved_until.load(Relaxed).max(offset + BLOCK_ALIGN));
+        if let Some(inner) = (offset + BLOCK_ALIGN..scanned_end)
             .step_by(BLOCK_ALIGN as usize)
             .find(|&o| heap.is_block_start(o))
         {

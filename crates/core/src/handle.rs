@@ -22,7 +22,12 @@ pub struct Handle {
 impl Handle {
     /// Checks that need no lock: alignment, heap bounds, a generation that
     /// was ever issued, and a byte range that does not overflow.
-    pub(crate) fn check_shape(&self, heap: &Heap, next_generation: u64) -> Result<()> {
+    pub(crate) fn check_shape(
+        &self,
+        heap: &Heap,
+        next_generation: u64,
+        reserved_until: u64,
+    ) -> Result<()> {
         if !self.offset.is_multiple_of(BLOCK_ALIGN) {
             return Err(PoolError::invalid_handle(format!(
                 "offset {} is not 64-byte aligned",
@@ -33,6 +38,14 @@ impl Handle {
             return Err(PoolError::invalid_handle(format!(
                 "offset {} is outside the heap [{}, {})",
                 self.offset, heap.start, heap.end
+            )));
+        }
+        if self.offset.saturating_add(BLOCK_HEADER_SIZE) > reserved_until {
+            // Never part of the used heap: no block ever started there, and
+            // its bitmap page may not be backed (reading it could fault).
+            return Err(PoolError::invalid_handle(format!(
+                "offset {} lies in a part of the pool never used",
+                self.offset
             )));
         }
         if self.generation == 0 || self.generation >= next_generation {

@@ -90,7 +90,7 @@ pub fn inspect(name: &str) -> Result<SegmentInfo> {
 /// A segment with a live process is never removed.
 pub fn remove_if_abandoned(name: &str) -> Result<bool> {
     let info = inspect(name)?;
-    if info.any_alive {
+    if info.any_alive || being_created(&info) {
         return Ok(false);
     }
     match Segment::unlink(&info.name) {
@@ -98,6 +98,17 @@ pub fn remove_if_abandoned(name: &str) -> Result<bool> {
         Err(PoolError::SegmentNotFound { .. }) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// A segment not sized yet and younger than a minute may be one whose
+/// creator is between `shm_open` and taking its liveness lock.
+fn being_created(info: &SegmentInfo) -> bool {
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+    info.size_bytes == 0
+        && std::fs::metadata(format!("{}/{}", segment::SHM_DIR, info.name))
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default() < GRACE)
+            .unwrap_or(true)
 }
 
 /// `remove_if_abandoned` for every arraypool segment; returns the names removed.

@@ -103,6 +103,11 @@ pub struct SegmentHeader {
     pub sl_bitmap: [AtomicU64; FL_COUNT],
     pub free_heads: [[AtomicU64; SL_COUNT]; FL_COUNT],
     pub processes: [ProcessSlot; MAX_PROCESSES],
+    /// Heap bytes below this offset have been reserved at some point (and so
+    /// have their block-start bitmap words). The heap is first used from its
+    /// start upwards, so everything above is virgin: handles pointing there
+    /// are invalid without reading the (unbacked) bitmap.
+    pub reserved_until: AtomicU64,
 }
 
 #[repr(C)]

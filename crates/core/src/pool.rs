@@ -213,13 +213,8 @@ impl Pool {
             Some(n) => n.clone(),
             None => segment::random_name()?,
         };
+        // Holds slot 0's liveness lock from its first moment (see `Segment::create`).
         let segment = Segment::create(&name, capacity)?;
-        // Hold a liveness lock before the header is valid, so that a
-        // concurrent `gc` never sees this new segment as abandoned.
-        if let Err(e) = segment.try_lock_slot(0) {
-            let _ = Segment::unlink(segment.name());
-            return Err(e);
-        }
         // The header must never SIGBUS; bitmap pages are reserved together
         // with the heap range they describe (`reserve_heap`).
         let first_bitmap_page = round_up(geometry.bitmap_offset + 8, PAGE);
@@ -243,6 +238,7 @@ impl Pool {
         h.heap_end.store(geometry.heap_end, Relaxed);
         h.creator_pid.store(std::process::id() as u64, Relaxed);
         h.next_generation.store(1, Relaxed);
+        h.reserved_until.store(geometry.heap_start + PAGE, Relaxed);
         Heap::new(&view).init();
         view.commit();
         // Written last: a segment is valid once its magic is there.
@@ -274,7 +270,7 @@ impl Pool {
         options: PoolOptions,
         creator: bool,
     ) -> Result<Pool> {
-        // The creator already holds slot 0's liveness lock (see `create`).
+        // The creator already holds slot 0's liveness lock (`Segment::create`).
         let mut slot = creator.then_some(0);
         for k in 0..MAX_PROCESSES {
             if slot.is_some() {
@@ -489,7 +485,8 @@ impl Pool {
             )));
         }
         let next_generation = self.view.header().next_generation.load(Acquire);
-        handle.check_shape(&Heap::new(&self.view), next_generation)?;
+        let reserved_until = self.view.header().reserved_until.load(Acquire);
+        handle.check_shape(&Heap::new(&self.view), next_generation, reserved_until)?;
         let mut local = self.lock_local();
         if let Some(held) = local
             .get_mut(&handle.offset)
@@ -597,7 +594,19 @@ impl Pool {
             }
             None => return Err(PoolError::NotHeld { offset }),
         }
-        self.drop_reference(offset)
+        let dropped = self.drop_reference(offset);
+        if dropped.is_err() {
+            // The holder record is still in the segment: keep ours so a
+            // later release (or close, or death) can drop it.
+            local.insert(
+                offset,
+                LocalRef {
+                    generation,
+                    count: 1,
+                },
+            );
+        }
+        dropped
     }
 
     /// Drops this process's holder record of `offset` (local map already
@@ -660,6 +669,10 @@ impl Pool {
     /// words that describe them, so no write there can raise SIGBUS.
     fn reserve_heap(&self, offset: u64, len: u64) -> Result<()> {
         self.segment.reserve(offset, len)?;
+        let reserved_until = &self.view.header().reserved_until;
+        if offset + len > reserved_until.load(Relaxed) {
+            self.view.set(reserved_until, offset + len);
+        }
         let h = self.view.header();
         let geometry = Geometry::for_capacity(h.capacity.load(Relaxed)).ok_or_else(|| {
             PoolError::InvalidSegment {
@@ -683,6 +696,7 @@ impl Pool {
     /// liveness locks): blocks others hold are untouched, blocks nobody holds
     /// any more are freed (in-flight ones wait for their transfer).
     pub fn reap(&self) -> Result<ReapReport> {
+        self.ensure_open()?;
         self.critical_section(false, |heap| self.reap_locked(heap))
     }
 
@@ -744,6 +758,7 @@ impl Pool {
     }
 
     pub fn stats(&self) -> Result<Stats> {
+        self.ensure_open()?;
         self.critical_section(false, |heap| {
             let h = self.view.header();
             let heap_bytes = heap.end - heap.start;
@@ -773,6 +788,7 @@ impl Pool {
 
     /// Walks the whole heap and the free lists and verifies every invariant.
     pub fn check(&self) -> Result<CheckReport> {
+        self.ensure_open()?;
         self.critical_section(false, |heap| Ok(crate::check::check(heap)))
     }
 
@@ -797,15 +813,20 @@ impl Pool {
             }
         }
         let slot = self.slot as usize;
-        let left = self.critical_section(false, |_| {
-            let entry = &self.view.header().processes[slot];
-            self.view.set(&entry.state, SLOT_FREE);
-            self.view.set(&entry.held_blocks, 0);
-            Ok(())
-        });
-        if let Err(e) = left {
-            first_error.get_or_insert(e);
+        if first_error.is_none() {
+            let left = self.critical_section(false, |_| {
+                let entry = &self.view.header().processes[slot];
+                self.view.set(&entry.state, SLOT_FREE);
+                self.view.set(&entry.held_blocks, 0);
+                Ok(())
+            });
+            if let Err(e) = left {
+                first_error.get_or_insert(e);
+            }
         }
+        // Leave the slot to others. If some holder records could not be
+        // dropped, the slot stays active and is reaped like a dead process's.
+        self.segment.unlock_slot(slot);
         if self.creator {
             match Segment::unlink(self.name()) {
                 Ok(()) | Err(PoolError::SegmentNotFound { .. }) => {}

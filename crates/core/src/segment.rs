@@ -90,6 +90,8 @@ pub struct Segment {
 impl Segment {
     /// Creates a new segment (`O_EXCL`, mode 0600) of `capacity` bytes.
     /// The file is sparse: tmpfs allocates pages only when reserved or touched.
+    /// The creator takes the liveness lock of slot 0 before anything else,
+    /// so `gc` never sees a segment being created as abandoned.
     pub fn create(name: &str, capacity: u64) -> Result<Segment> {
         let bare = validate_name(name)?;
         let fd = shm_open(
@@ -98,8 +100,11 @@ impl Segment {
             Mode::S_IRUSR | Mode::S_IWUSR,
         )
         .map_err(|e| PoolError::os("shm_open(O_CREAT|O_EXCL)", e))?;
-        let sized = nix::unistd::ftruncate(&fd, capacity as libc::off_t)
-            .map_err(|e| PoolError::os("ftruncate", e))
+        let sized = lock_slot(&fd, 0)
+            .and_then(|()| {
+                nix::unistd::ftruncate(&fd, capacity as libc::off_t)
+                    .map_err(|e| PoolError::os("ftruncate", e))
+            })
             .and_then(|()| map(&fd, capacity));
         match sized {
             Ok(map) => Ok(Segment {
@@ -117,16 +122,8 @@ impl Segment {
     /// Opens an existing segment by name and maps all of it.
     pub fn open(name: &str) -> Result<Segment> {
         let bare = validate_name(name)?;
-        let fd =
-            shm_open(shm_path(bare).as_str(), OFlag::O_RDWR, Mode::empty()).map_err(
-                |e| match e {
-                    Errno::ENOENT => PoolError::SegmentNotFound {
-                        name: bare.to_string(),
-                    },
-                    other => PoolError::os("shm_open", other),
-                },
-            )?;
-        let size = fstat(&fd).map_err(|e| PoolError::os("fstat", e))?.st_size as u64;
+        let fd = open_fd(bare)?;
+        let size = fd_size(&fd)?;
         if size == 0 {
             return Err(PoolError::InvalidSegment {
                 reason:
@@ -205,6 +202,13 @@ impl Segment {
         .map_err(|e| PoolError::os("fallocate(PUNCH_HOLE)", e))
     }
 
+    /// Gives up the liveness lock of `slot` (leaving a pool while staying
+    /// alive), so another process can claim the slot.
+    pub fn unlock_slot(&self, slot: usize) {
+        let lock = slot_flock(slot, libc::F_UNLCK);
+        let _ = fcntl(self.fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock));
+    }
+
     /// Tries to take the liveness lock of `slot`; `false` if another open
     /// file description (a live process) holds it.
     pub fn try_lock_slot(&self, slot: usize) -> Result<bool> {
@@ -225,6 +229,13 @@ impl Segment {
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }
+}
+
+fn lock_slot(fd: &OwnedFd, slot: usize) -> Result<()> {
+    let lock = slot_flock(slot, libc::F_WRLCK);
+    fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock))
+        .map(drop)
+        .map_err(|e| PoolError::os("fcntl(F_OFD_SETLK)", e))
 }
 
 /// Opens a segment's fd (read-write) without mapping it.

@@ -656,3 +656,84 @@ fn a_freed_block_of_the_same_size_is_reused_not_fresh_space() {
     }
     assert_consistent(&pool);
 }
+
+#[test]
+fn closing_gives_the_process_slot_back() {
+    // Found in review: a closed attachment kept its liveness lock, so each
+    // close + reopen used up one of the 64 slots for good.
+    let pool = new_pool(4 * MIB);
+    for _ in 0..200 {
+        let user = open(&pool);
+        user.allocate(100, false).unwrap();
+        user.close().unwrap();
+    }
+    assert_eq!(pool.stats().unwrap().processes, 1);
+    assert_eq!(pool.stats().unwrap().live_blocks, 0);
+    let closed = open(&pool);
+    closed.close().unwrap();
+    assert!(
+        matches!(closed.stats(), Err(PoolError::Closed { .. })),
+        "a closed attachment takes no lock"
+    );
+}
+
+#[test]
+fn a_release_that_fails_keeps_its_record_for_a_retry() {
+    let pool = new_pool(4 * MIB);
+    let impatient = Pool::open(
+        pool.name(),
+        PoolOptions {
+            lock_timeout: std::time::Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let block = impatient.allocate(100, false).unwrap();
+    // Another thread holds the lock (paused inside an allocation) longer
+    // than `impatient` is willing to wait.
+    arraypool_core::testing::pause_inside_allocation(2000);
+    let holder = std::sync::Arc::new(pool);
+    let busy = {
+        let holder = holder.clone();
+        std::thread::spawn(move || {
+            let b = holder.allocate(64, false).unwrap();
+            holder.release(b.offset, b.generation).unwrap();
+        })
+    };
+    while holder.lock_owner().is_none() {
+        std::thread::yield_now();
+    }
+    arraypool_core::testing::pause_inside_allocation(0);
+    let failed = impatient.release(block.offset, block.generation);
+    assert!(
+        matches!(failed, Err(PoolError::LockTimeout { .. })),
+        "{failed:?}"
+    );
+    assert_eq!(impatient.held_references(), 1, "the record is kept");
+    busy.join().unwrap();
+    impatient.release(block.offset, block.generation).unwrap();
+    assert_eq!(holder.stats().unwrap().live_blocks, 0);
+    assert_consistent(&holder);
+}
+
+#[test]
+fn handles_into_never_used_memory_are_invalid_and_check_does_not_touch_it() {
+    let pool = new_pool(1 << 30);
+    let block = pool.allocate(1000, false).unwrap();
+    let far = Handle {
+        offset: 512 * MIB,
+        ..handle(&pool, &block)
+    };
+    assert!(matches!(
+        pool.attach(&far),
+        Err(PoolError::InvalidHandle { .. })
+    ));
+    assert_consistent(&pool);
+    let meta = std::fs::metadata(format!("/dev/shm/{}", pool.name())).unwrap();
+    let resident = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+    assert!(
+        resident < 8 * MIB,
+        "a 1 GiB pool after check() holds {resident} bytes"
+    );
+    pool.release(block.offset, block.generation).unwrap();
+}
