@@ -231,3 +231,27 @@ test('toTransferable finds the block behind a plain pool view, without copying',
   y.release();
   t.is(toTransferable(y.array), undefined, 'released views are not either');
 });
+
+test('revive attaches a handle object met twice only once', (t) => {
+  const a = makeTransferable(new Uint8Array(4), { transferRequired: false });
+  const before = pool.stats().heldReferences;
+  const h = a.toHandle();
+  const out = revive({ first: h, again: [h] });
+  t.is(out.first, out.again[0]);
+  t.is(pool.stats().heldReferences, before + 1);
+  out.first.release();
+  a.release();
+});
+
+test('toTransferable refuses a view at an offset its dtype cannot start at', async (t) => {
+  const { toTransferable } = await import('../dist/index.js');
+  const bytes = empty('uint8', 64, { transferRequired: false });
+  const tail = bytes.subarray(1, 9); // its buffer starts at byte 1 of the block
+  const floats = new Float32Array(tail.array.buffer, 0, 2); // aligned for JS, not in the block
+  t.is(toTransferable(floats), undefined, 'a handle could not re-make it: copy instead');
+  const asBytes = toTransferable(new Uint8Array(tail.array.buffer, 0, 8));
+  t.is(asBytes?.byteOffset, 1, 'bytes may start anywhere');
+  asBytes?.release();
+  tail.release();
+  bytes.release();
+});

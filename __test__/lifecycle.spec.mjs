@@ -1,6 +1,6 @@
 // Processes and threads coming and going: who unlinks what, and when.
 import test from 'ava';
-import { fork } from 'node:child_process';
+import { fork, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -100,4 +100,40 @@ test('Pool.close() unlinks the name at once; the next array starts a fresh pool'
   owner.child.send('exit');
   await owner.exited;
   t.false(segmentExists(answer.next));
+});
+
+test.serial("a worker thread's close() ends its own use, not the process's", async (t) => {
+  const worker = new Worker(fileURLToPath(new URL('./fixtures/thread-close.mjs', import.meta.url)));
+  const [answer] = await once(worker, 'message');
+  await worker.terminate();
+  t.true(answer.closed);
+  t.is(answer.name, getPool().name);
+  t.false(getPool().closed);
+  const a = makeTransferable(new Uint8Array(8), { transferRequired: false });
+  t.true(existsSync(`/dev/shm/${a.segment}`), 'the name is still there');
+  a.release();
+});
+
+test('a pool created by a worker thread alone is unlinked when the process exits', async (t) => {
+  const env = { ...process.env };
+  delete env.ARRAYPOOL_SEGMENT;
+  const child = fork(fileURLToPath(new URL('./fixtures/thread-owner.mjs', import.meta.url)), [], { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const [code] = await once(child, 'exit');
+  t.is(code, 0);
+  const name = out.trim();
+  t.regex(name, /^arraypool-[0-9a-f]{32}$/);
+  t.false(segmentExists(name));
+});
+
+test('closing and reopening a pool many times does not use up process slots', async (t) => {
+  const script = `
+    import { startPool } from ${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)};
+    for (let i = 0; i < 100; i++) startPool().close();
+    console.log(startPool().stats().processes);
+  `;
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: process.env, encoding: 'utf8' });
+  t.is(run.status, 0, run.stderr);
+  t.is(Number(run.stdout.trim()), 2, 'this test process and the child, nothing stale');
 });

@@ -107,16 +107,21 @@ export class Pool {
    * Leaves the pool: the creator unlinks the name now (attached processes
    * keep working), new allocations and attaches fail with ERR_POOL_CLOSED,
    * and the process's references go as its views are released or collected.
+   * Threads share their process's attachment: a thread's close() ends that
+   * thread's use, and the process leaves when the last thread using it closes.
    */
   close(): void {
     if (this.#closed) return;
-    this.#closed = true;
+    const created = this.isCreator;
     native(() => binding.closePool(this.id));
+    this.#closed = true;
     pools.delete(this.name);
     poolsById.delete(this.id);
     if (defaultPool === this) {
       defaultPool = undefined;
-      if (process.env[SEGMENT_ENV] === this.name) delete process.env[SEGMENT_ENV];
+      // Children forked later must not look for a pool this process removed;
+      // a pool inherited from the parent is still there for them.
+      if (created && process.env[SEGMENT_ENV] === this.name) delete process.env[SEGMENT_ENV];
     }
   }
 }

@@ -327,7 +327,13 @@ export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> im
   #onExit(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (!this.#workers.delete(worker)) return; // a failed fork reports twice
     // The references it held (arguments, results not yet taken) go now.
-    if (!this.#pool.closed) this.#pool.reap();
+    if (!this.#pool.closed) {
+      try {
+        this.#pool.reap();
+      } catch {
+        // A busy lock (ERR_LOCK_TIMEOUT): the next allocation's sweep reaps it.
+      }
+    }
     const how = signal !== null ? `signal ${signal}` : `exit code ${String(code)}`;
     const pid = worker.child.pid ?? 'unknown';
     if (worker.task !== undefined) {

@@ -249,6 +249,10 @@ export function toTransferable<T extends PoolTypedArray>(view: T): TransferableA
   const pool = poolById(located[0] as number);
   if (pool === undefined) return undefined;
   const [, offset, generation, byteOffset] = located as unknown as [number, number, number, number];
+  // A typed array made at an odd offset of the block (e.g. a Float32Array
+  // over a Uint8Array slice) cannot be re-made from a handle: not a pool view
+  // for our purposes, so callers copy it instead.
+  if (byteOffset % DTYPES[dtype].bytesPerElement !== 0) return undefined;
   const buffer = native(() => binding.share(pool.id, offset, generation, byteOffset, view.byteLength, out));
   return new TransferableArray<T>(pool, buffer, {
     segment: pool.name,
@@ -287,15 +291,21 @@ export function attachHandle(value: Record<string, unknown>): TransferableArray 
  * attaching its pool on demand. Containers are updated in place.
  */
 export function revive<T>(value: T): T {
-  return reviveValue(value, new WeakSet()) as T;
+  return reviveValue(value, new Map()) as T;
 }
 
-function reviveValue(value: unknown, seen: WeakSet<object>): unknown {
+/** `seen` maps every object visited to what it became: cycles end, and a
+ * handle object met twice becomes one TransferableArray (one reference). */
+function reviveValue(value: unknown, seen: Map<object, unknown>): unknown {
   if (typeof value !== 'object' || value === null) return value;
   if (value instanceof TransferableArray || ArrayBuffer.isView(value)) return value;
-  if (looksLikeHandle(value)) return attachHandle(value);
-  if (seen.has(value)) return value;
-  seen.add(value);
+  if (seen.has(value)) return seen.get(value);
+  if (looksLikeHandle(value)) {
+    const live = attachHandle(value);
+    seen.set(value, live);
+    return live;
+  }
+  seen.set(value, value);
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) value[i] = reviveValue(value[i], seen);
   } else if (value instanceof Map) {
@@ -332,8 +342,9 @@ export function withPool<R>(fn: () => R): R {
     releaseAll();
     throw error;
   }
-  if (result instanceof Promise) {
-    return result.finally(releaseAll) as R;
+  if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+    // Any thenable: release once it settles, not while its work goes on.
+    return Promise.resolve(result).finally(releaseAll) as R;
   }
   releaseAll();
   return result;

@@ -3,6 +3,7 @@
 #![deny(clippy::all)]
 
 mod errors;
+mod exit;
 mod registry;
 pub mod segments;
 mod views;
@@ -55,9 +56,11 @@ fn options(config: Option<PoolConfig>) -> JsResult<PoolOptions> {
 }
 
 fn add_pool(pool: Pool) -> u32 {
+    exit::unlink_created_segments_at_exit();
     let mut r = registry();
     r.pools.push(OpenPool {
         pool: Arc::new(pool),
+        opens: 1,
         closing: false,
     });
     (r.pools.len() - 1) as u32
@@ -77,12 +80,16 @@ pub fn open_pool(name: String, config: Option<PoolConfig>) -> Result<u32, Code> 
         .map_err(from_pool)?
         .to_string();
     {
-        let r = registry();
-        if let Some(id) = r
+        // Another JS environment of this process (a worker thread, the main
+        // thread) has it open: share the attachment, count the opener.
+        let mut r = registry();
+        let open = r
             .pools
-            .iter()
-            .position(|p| p.pool.name() == bare && !p.closing && !p.pool.is_closed())
-        {
+            .iter_mut()
+            .enumerate()
+            .find(|(_, p)| p.pool.name() == bare && !p.closing && !p.pool.is_closed());
+        if let Some((id, entry)) = open {
+            entry.opens += 1;
             return Ok(id as u32);
         }
     }
@@ -320,10 +327,11 @@ pub fn reap(pool_id: u32) -> Result<ReapResult, Code> {
     })
 }
 
-/// Closes this process's attachment: the name is unlinked now if this
-/// process created the pool, new work is refused, and the process leaves
-/// the pool once its last live view is released or collected (views never
-/// dangle).
+/// One JS environment stops using the pool. When the last environment that
+/// opened it has closed it, the process's attachment closes: the name is
+/// unlinked now if this process created the pool, new work is refused, and
+/// the process leaves the pool once its last live view is released or
+/// collected (views never dangle).
 #[napi]
 pub fn close_pool(pool_id: u32) -> Result<(), Code> {
     let pool = {
@@ -334,6 +342,10 @@ pub fn close_pool(pool_id: u32) -> Result<(), Code> {
                 format!("no pool with id {pool_id}"),
             ));
         };
+        entry.opens = entry.opens.saturating_sub(1);
+        if entry.opens > 0 {
+            return Ok(());
+        }
         entry.closing = true;
         entry.pool.clone()
     };

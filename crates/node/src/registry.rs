@@ -33,6 +33,9 @@ pub struct Located {
 
 pub struct OpenPool {
     pub pool: Arc<Pool>,
+    /// JS environments (main thread, worker threads) that opened it and have
+    /// not closed it.
+    pub opens: u32,
     /// `close()` was called; the process leaves once no view remains.
     pub closing: bool,
 }
@@ -77,7 +80,8 @@ impl Registry {
     }
 }
 
-static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::default()));
+pub(crate) static REGISTRY: LazyLock<Mutex<Registry>> =
+    LazyLock::new(|| Mutex::new(Registry::default()));
 
 /// The registry. A poisoned lock (a panic elsewhere) is recovered: every
 /// update made under it is a single insert or remove.

@@ -1,0 +1,29 @@
+//! The last resort at process exit: unlink the segments this process
+//! created. The JS exit hooks do more (release references, then unlink),
+//! but they live on the main thread and only when it used arraypool; a pool
+//! created by a worker thread alone would otherwise stay in /dev/shm.
+//! References need no release here: the kernel drops the process's liveness
+//! locks when it dies, and the other processes reap it.
+
+use std::sync::Once;
+
+use crate::registry::REGISTRY;
+
+static REGISTERED: Once = Once::new();
+
+extern "C" fn unlink_created_segments() {
+    // Another thread may hold the registry at exit; never wait for it.
+    if let Ok(r) = REGISTRY.try_lock() {
+        for p in r.pools.iter().filter(|p| p.pool.is_creator()) {
+            let _ = p.pool.unlink_name();
+        }
+    }
+}
+
+pub fn unlink_created_segments_at_exit() {
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn()` that touches only Rust
+        // state guarded by a try-lock; atexit has no other requirement.
+        unsafe { libc::atexit(unlink_created_segments) };
+    });
+}
