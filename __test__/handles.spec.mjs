@@ -255,3 +255,12 @@ test('toTransferable refuses a view at an offset its dtype cannot start at', asy
   tail.release();
   bytes.release();
 });
+
+test.serial('revive that fails midway releases what it had attached', (t) => {
+  const a = makeTransferable(new Uint8Array(4), { transferRequired: false });
+  const before = pool.stats().heldReferences;
+  const message = { good: a.toHandle(), bad: { ...a.toHandle(), generation: 2 ** 52 } };
+  t.throws(() => revive(message), { code: 'ERR_INVALID_HANDLE' });
+  t.is(pool.stats().heldReferences, before);
+  a.release();
+});

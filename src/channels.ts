@@ -15,7 +15,14 @@ import type { MessagePort, Worker } from 'node:worker_threads';
 import { ArrayPoolError } from './errors.js';
 import { dtypeOf, type PoolTypedArray } from './dtypes.js';
 import { looksLikeHandle, type TransferableHandle } from './handle.js';
-import { TransferableArray, attachHandle, makeTransferable, toTransferable } from './transferable.js';
+import {
+  NOT_A_LEAF,
+  TransferableArray,
+  attachHandle,
+  makeTransferable,
+  reviveMessage,
+  toTransferable,
+} from './transferable.js';
 
 /**
  * Arrays smaller than this are cloned into the message instead of going
@@ -152,58 +159,6 @@ const mark = (t: TransferableArray): ArrayMark => ({ [ARRAY_MARK]: t.toHandle() 
 const isArrayMark = (value: object): value is ArrayMark =>
   Object.hasOwn(value, ARRAY_MARK) && looksLikeHandle((value as Record<string, unknown>)[ARRAY_MARK]);
 
-/**
- * Revives a received message in place: handles become TransferableArrays
- * (or, with `plainArrays`, their `.array`), marked arrays become plain
- * typed arrays. The same handle object met twice yields the same array.
- */
-class Decoder {
-  readonly references: TransferableArray[] = [];
-  readonly #plainArrays: boolean;
-  readonly #memo = new Map<object, unknown>();
-
-  constructor(plainArrays: boolean) {
-    this.#plainArrays = plainArrays;
-  }
-
-  decode(value: unknown): unknown {
-    if (typeof value !== 'object' || value === null) return value;
-    if (ArrayBuffer.isView(value) || value instanceof TransferableArray) return value;
-    if (this.#memo.has(value)) return this.#memo.get(value);
-    if (isArrayMark(value)) return this.#remember(value, this.#attach(value[ARRAY_MARK]).array);
-    if (looksLikeHandle(value)) {
-      const t = this.#attach(value);
-      return this.#remember(value, this.#plainArrays ? t.array : t);
-    }
-    this.#memo.set(value, value);
-    if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) value[i] = this.decode(value[i]);
-    } else if (value instanceof Map) {
-      const entries = [...value];
-      value.clear();
-      for (const [k, v] of entries) value.set(this.decode(k), this.decode(v));
-    } else if (value instanceof Set) {
-      const items = [...value];
-      value.clear();
-      for (const item of items) value.add(this.decode(item));
-    } else if (isPlainObject(value)) {
-      for (const key of Object.keys(value)) value[key] = this.decode(value[key]);
-    }
-    return value;
-  }
-
-  #remember(original: object, decoded: unknown): unknown {
-    this.#memo.set(original, decoded);
-    return decoded;
-  }
-
-  #attach(handle: object): TransferableArray {
-    const t = attachHandle(handle as Record<string, unknown>);
-    this.references.push(t);
-    return t;
-  }
-}
-
 /** @internal Replaces the typed arrays of a message by what crosses the channel. */
 export function encodeMessage(message: unknown, options: EncodeOptions): Encoded {
   const encoder = new Encoder(options);
@@ -221,11 +176,24 @@ export function encodeMessage(message: unknown, options: EncodeOptions): Encoded
  * handle) releases what it had attached and throws.
  */
 export function decodeMessage(message: unknown, { plainArrays }: { plainArrays: boolean }): Decoded {
-  const decoder = new Decoder(plainArrays);
+  const references: TransferableArray[] = [];
+  const attach = (handle: object): TransferableArray => {
+    const t = attachHandle(handle as Record<string, unknown>);
+    references.push(t);
+    return t;
+  };
   try {
-    return { message: decoder.decode(message), references: decoder.references };
+    const decoded = reviveMessage(message, (node) => {
+      // Handles become TransferableArrays (or, with `plainArrays`, their
+      // `.array`); marked arrays become plain typed arrays.
+      if (isArrayMark(node)) return attach(node[ARRAY_MARK]).array;
+      if (!looksLikeHandle(node)) return NOT_A_LEAF;
+      const t = attach(node);
+      return plainArrays ? t.array : t;
+    });
+    return { message: decoded, references };
   } catch (error) {
-    releaseAll(decoder.references);
+    releaseAll(references);
     throw error;
   }
 }

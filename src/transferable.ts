@@ -291,36 +291,59 @@ export function attachHandle(value: Record<string, unknown>): TransferableArray 
  * attaching its pool on demand. Containers are updated in place.
  */
 export function revive<T>(value: T): T {
-  return reviveValue(value, new Map()) as T;
+  const attached: TransferableArray[] = [];
+  try {
+    return reviveMessage(value, (node) => {
+      if (!looksLikeHandle(node)) return NOT_A_LEAF;
+      const live = attachHandle(node);
+      attached.push(live);
+      return live;
+    }) as T;
+  } catch (error) {
+    // A bad handle midway: what was attached so far is nobody's.
+    for (const t of attached) t.release();
+    throw error;
+  }
 }
 
-/** `seen` maps every object visited to what it became: cycles end, and a
- * handle object met twice becomes one TransferableArray (one reference). */
-function reviveValue(value: unknown, seen: Map<object, unknown>): unknown {
-  if (typeof value !== 'object' || value === null) return value;
-  if (value instanceof TransferableArray || ArrayBuffer.isView(value)) return value;
-  if (seen.has(value)) return seen.get(value);
-  if (looksLikeHandle(value)) {
-    const live = attachHandle(value);
-    seen.set(value, live);
-    return live;
-  }
-  seen.set(value, value);
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) value[i] = reviveValue(value[i], seen);
-  } else if (value instanceof Map) {
-    const entries = [...value.entries()];
-    value.clear();
-    for (const [k, v] of entries) value.set(reviveValue(k, seen), reviveValue(v, seen));
-  } else if (value instanceof Set) {
-    const items = [...value];
-    value.clear();
-    for (const v of items) value.add(reviveValue(v, seen));
-  } else if (Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null) {
-    const record = value as Record<string, unknown>;
-    for (const key of Object.keys(record)) record[key] = reviveValue(record[key], seen);
-  }
-  return value;
+/** Returned by a `reviveMessage` leaf function for objects it does not replace. */
+export const NOT_A_LEAF: unique symbol = Symbol('not a leaf');
+
+/**
+ * @internal The walk behind `revive` and the channels' decoder: visits plain
+ * objects, arrays, Maps and Sets in place, asking `leaf` what each object
+ * becomes (`NOT_A_LEAF`: descend into it). Every object is visited once:
+ * cycles end, and a handle met twice yields one array (one reference).
+ */
+export function reviveMessage(value: unknown, leaf: (node: object) => unknown): unknown {
+  const seen = new Map<object, unknown>();
+  const visit = (node: unknown): unknown => {
+    if (typeof node !== 'object' || node === null) return node;
+    if (node instanceof TransferableArray || ArrayBuffer.isView(node)) return node;
+    if (seen.has(node)) return seen.get(node);
+    const replaced = leaf(node);
+    if (replaced !== NOT_A_LEAF) {
+      seen.set(node, replaced);
+      return replaced;
+    }
+    seen.set(node, node);
+    if (Array.isArray(node)) {
+      for (let i = 0; i < node.length; i++) node[i] = visit(node[i]);
+    } else if (node instanceof Map) {
+      const entries = [...node.entries()];
+      node.clear();
+      for (const [k, v] of entries) node.set(visit(k), visit(v));
+    } else if (node instanceof Set) {
+      const items = [...node];
+      node.clear();
+      for (const v of items) node.add(visit(v));
+    } else if (Object.getPrototypeOf(node) === Object.prototype || Object.getPrototypeOf(node) === null) {
+      const record = node as Record<string, unknown>;
+      for (const key of Object.keys(record)) record[key] = visit(record[key]);
+    }
+    return node;
+  };
+  return visit(value);
 }
 
 /**
