@@ -239,9 +239,9 @@ pub fn locate_view(env: &Env, view: Unknown, out: Unknown) -> Result<bool, Code>
 /// Drops a view's reference now and detaches its ArrayBuffer (every typed
 /// array over it becomes length 0). Returns false if it was already released.
 #[napi]
-pub fn release(env: &Env, view_id: f64, buffer: Option<ArrayBuffer>) -> Result<bool, Code> {
+pub fn release(view_id: f64, buffer: Option<ArrayBuffer>) -> Result<bool, Code> {
     let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
-    let released = views::release_view(env.raw(), id);
+    let released = views::release_view(id);
     if let Some(ab) = buffer {
         // Plain (non-external) buffers cannot be detached; nothing to do then.
         let _ = ab.detach();
@@ -384,4 +384,15 @@ pub fn test_pause_inside_allocation(ms: f64) -> Result<(), Code> {
 #[napi]
 pub fn test_lock_owner(pool_id: u32) -> Result<Option<u32>, Code> {
     Ok(any_pool(pool_id)?.lock_owner())
+}
+
+/// Test-only: V8's external-memory counter for this thread, read through
+/// a zero adjustment (views must leave it exactly as V8 counts them).
+#[napi]
+pub fn test_external_memory(env: &Env) -> f64 {
+    let mut total = 0i64;
+    // SAFETY: `env` is the live environment of this call; a zero delta
+    // changes nothing and only writes `total`.
+    unsafe { napi::sys::napi_adjust_external_memory(env.raw(), 0, &mut total) };
+    total as f64
 }

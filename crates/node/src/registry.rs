@@ -15,7 +15,6 @@ pub struct View {
     pub pool_id: u32,
     pub offset: u64,
     pub generation: u64,
-    pub byte_length: u64,
     /// Where the view's ArrayBuffer starts (key of `by_address`).
     pub address: usize,
 }

@@ -2,11 +2,17 @@
 //! released exactly once: by `release()` (which also detaches it) or by its
 //! finalizer after GC, whichever comes first.
 //!
-//! V8 counts an external ArrayBuffer's length toward its GC heuristics as if
-//! it were fresh heap memory; many views of a large array then cause GC
-//! storms (FIELD-NOTES: 20k views of 1 GiB, 13k full GCs). The memory is
-//! shared and already accounted for, so each view reports its length back
-//! (`-len` at creation, `+len` when it goes).
+//! V8 counts each view's length as external memory, exactly as for an
+//! ArrayBuffer it allocated, and it stays counted that way: arraypool makes
+//! no `napi_adjust_external_memory` call. 0.1 took the length back at
+//! creation and returned it from the finalizer. V8 takes the length off
+//! itself when it detaches or sweeps the buffer, before napi runs the
+//! finalizer, so the counter went below zero in between; V8 13.6+ (Node 24,
+//! 26) checks that and aborts. A correct variant (a reserve that keeps the
+//! counter >= 0) was measured on Node 20 and 24 and caused as many or up to 2.5x more
+//! major GCs than plain counting: every refund after a sweep counts as new
+//! external memory and starts the next GC. Plain counting also lets V8
+//! collect dropped views, and so free their blocks, sooner.
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -31,20 +37,12 @@ pub fn check_view_size(len: u64) -> std::result::Result<(), JsError> {
     Ok(())
 }
 
-fn adjust_external_memory(env: sys::napi_env, delta: i64) {
-    let mut total = 0i64;
-    // SAFETY: `env` is the live environment napi handed to us; the call
-    // only updates V8's counter.
-    unsafe { sys::napi_adjust_external_memory(env, delta, &mut total) };
-}
-
 /// Drops the reference a view holds, once. Returns whether it was live.
-pub fn release_view(env: sys::napi_env, id: u64) -> bool {
+pub fn release_view(id: u64) -> bool {
     let view = registry().remove_view(id);
     match view {
         Some(v) => {
             let _ = v.pool.release(v.offset, v.generation);
-            adjust_external_memory(env, v.byte_length as i64);
             close_if_unused(v.pool_id);
             true
         }
@@ -69,8 +67,8 @@ pub fn close_if_unused(pool_id: u32) {
     let _ = pool.close();
 }
 
-unsafe extern "C" fn finalize_view(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-    release_view(env, hint as usize as u64);
+unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    release_view(hint as usize as u64);
 }
 
 /// Wraps `[data + byte_offset, +byte_length)` of a block this process just
@@ -95,7 +93,6 @@ pub fn external_view<'env>(
             pool_id,
             offset: block.offset,
             generation: block.generation,
-            byte_length,
             address: ptr as usize,
         },
         byte_offset,
@@ -142,7 +139,6 @@ pub fn external_view<'env>(
         };
         return fail(error);
     }
-    adjust_external_memory(env.raw(), -(byte_length as i64));
     slots[0] = id as f64;
     slots[1] = block.offset as f64;
     slots[2] = block.generation as f64;
