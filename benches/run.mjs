@@ -20,7 +20,7 @@ import { startPool } from '../dist/index.js';
 import { renderChart } from './chart.mjs';
 import { stopAllChildren } from './lib/children.mjs';
 import { describeMachine } from './lib/machine.mjs';
-import { shmTypedArray, sweepLeftovers } from './lib/shm.mjs';
+import { runnable, sweepLeftovers } from './lib/shm.mjs';
 import { resultsTable, resultsMarkdown, targetsTable } from './report.mjs';
 import * as contention from './scenarios/contention.mjs';
 import * as copyIn from './scenarios/copy-in.mjs';
@@ -86,7 +86,7 @@ async function main() {
   const mode = options.quick ? 'quick' : 'full';
   const config = CONFIG[mode];
   if (typeof globalThis.gc !== 'function') progress('warning: run with --expose-gc (npm run bench does) to collect between rounds');
-  shmTypedArray(); // fail now, with how to fix it, if the competitor's addon is missing
+  runnable([]); // says now, in one line, if the competitor's addon does not load on this Node
 
   const started = performance.now();
   const results = { mode, date: new Date().toISOString(), machine: describeMachine(), config, scenarios: [] };

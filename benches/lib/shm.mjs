@@ -9,7 +9,12 @@
  * segments carrying this run's id.
  */
 import { readdirSync, statSync, unlinkSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { loadShmTypedArray } from './shm-addon.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Identifies one bench run in segment names; children inherit it. */
 export const RUN_ENV = 'ARRAYPOOL_BENCH_RUN';
@@ -25,18 +30,39 @@ export function shmName(tag) {
 }
 
 let shmModule;
-/** The shm-typed-array module (a CommonJS native addon), or a clear error. */
+/**
+ * The shm-typed-array module (a CommonJS native addon) built for the running
+ * Node, or an error that gives the whole reason and the command that builds it.
+ */
 export function shmTypedArray() {
   if (shmModule) return shmModule;
-  try {
-    shmModule = createRequire(import.meta.url)('shm-typed-array');
-  } catch (error) {
+  const { module, error } = loadShmTypedArray(ROOT);
+  if (!module) {
     throw new Error(
-      `shm-typed-array is not usable (${error.message.split('\n')[0]}); its addon is built by ` +
-        '`npm install` (postinstall: node benches/build-shm-typed-array.mjs)',
+      `shm-typed-array is not usable on Node ${process.version}: ${error}. ` +
+        `Build it for this Node with: ${process.execPath} benches/build-shm-typed-array.mjs`,
     );
   }
+  shmModule = module;
   return shmModule;
+}
+
+/** Set once the note was printed: forked bench workers inherit it and stay quiet. */
+const NOTED_ENV = 'ARRAYPOOL_BENCH_SHM_NOTED';
+
+/**
+ * `competitors` without shm-typed-array when its addon does not load on this
+ * Node; says so once per run, in one line with the whole reason.
+ */
+export function runnable(competitors) {
+  try {
+    shmTypedArray();
+    return competitors;
+  } catch (error) {
+    if (!process.env[NOTED_ENV]) process.stderr.write(`[bench] shm-typed-array rows skipped: ${error.message}\n`);
+    process.env[NOTED_ENV] = '1';
+    return competitors.filter((c) => c.id !== 'shm-typed-array');
+  }
 }
 
 /** Bytes of memory a /dev/shm file holds (tmpfs pages actually allocated), 0 if gone. */

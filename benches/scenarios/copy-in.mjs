@@ -16,10 +16,9 @@
 import { makeTransferable } from '../../dist/index.js';
 import { roundRobin } from '../lib/measure.mjs';
 import { scenarioResult } from '../lib/results.mjs';
-import { shmName, shmTypedArray } from '../lib/shm.mjs';
+import { runnable, shmName, shmTypedArray } from '../lib/shm.mjs';
 
 export async function run({ length, rounds, warmup }) {
-  const shm = shmTypedArray();
   const source = new Float64Array(length).map((_, i) => i);
   const heapTarget = new Float64Array(length).fill(1); // touched: warm
   const timed = (fn) => {
@@ -27,7 +26,7 @@ export async function run({ length, rounds, warmup }) {
     const result = fn();
     return [performance.now() - t0, result];
   };
-  const competitors = [
+  const competitors = runnable([
     {
       id: 'memcpy',
       label: 'TypedArray.prototype.set, warm heap to warm heap (memcpy)',
@@ -50,16 +49,16 @@ export async function run({ length, rounds, warmup }) {
       round: () => {
         const name = shmName('copy');
         const [ms, x] = timed(() => {
-          const segment = shm.createPosix(name, length, 'Float64Array');
+          const segment = shmTypedArray().createPosix(name, length, 'Float64Array');
           segment.set(source);
           return segment;
         });
         if (x[length - 1] !== length - 1) throw new Error('shm-typed-array: wrong copy');
-        shm.destroy(name);
+        shmTypedArray().destroy(name);
         return ms;
       },
     },
-  ];
+  ]);
   const samples = await roundRobin(competitors, { rounds, warmup });
   return scenarioResult(
     {

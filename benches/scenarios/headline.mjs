@@ -13,7 +13,7 @@ import { BenchChild } from '../lib/children.mjs';
 import { addOne, checkResult, fillInput } from '../lib/compute.mjs';
 import { roundRobin, timeMs } from '../lib/measure.mjs';
 import { scenarioResult } from '../lib/results.mjs';
-import { shmName, shmTypedArray } from '../lib/shm.mjs';
+import { runnable, shmName, shmTypedArray } from '../lib/shm.mjs';
 
 /** What the competitors share in one parent process. */
 export class HeadlineContext {
@@ -155,9 +155,9 @@ export async function run({ length, rounds, warmup }) {
   await worker.ready();
   const ctx = new HeadlineContext(length, worker);
   try {
-    for (const c of COMPETITORS) await c.prepare?.(ctx);
+    for (const c of runnable(COMPETITORS)) await c.prepare?.(ctx);
     const samples = await roundRobin(
-      COMPETITORS.map((c) => ({ id: c.id, round: () => timeMs(() => c.round(ctx)) })),
+      runnable(COMPETITORS).map((c) => ({ id: c.id, round: () => timeMs(() => c.round(ctx)) })),
       { rounds, warmup, between: () => worker.request({ op: 'gc' }) },
     );
     return scenarioResult(
@@ -167,10 +167,10 @@ export async function run({ length, rounds, warmup }) {
         unit: 'ms',
         note: 'time per round trip; reference: the same compute in-process into a new array',
       },
-      COMPETITORS.map((c) => ({ id: c.id, label: c.label, reference: c.reference, samples: samples.get(c.id) })),
+      runnable(COMPETITORS).map((c) => ({ id: c.id, label: c.label, reference: c.reference, samples: samples.get(c.id) })),
     );
   } finally {
-    for (const c of COMPETITORS) await c.dispose?.(ctx);
+    for (const c of runnable(COMPETITORS)) await c.dispose?.(ctx);
     await worker.stop();
   }
 }

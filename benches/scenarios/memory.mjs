@@ -28,7 +28,7 @@ import { readFileSync } from 'node:fs';
 import { BenchChild, collectGarbage } from '../lib/children.mjs';
 import { median } from '../lib/measure.mjs';
 import { scenarioResult } from '../lib/results.mjs';
-import { residentBytes, shmSegmentsOfThisRun } from '../lib/shm.mjs';
+import { residentBytes, runnable, shmSegmentsOfThisRun } from '../lib/shm.mjs';
 import { COMPETITORS, HeadlineContext } from './headline.mjs';
 
 const SAMPLE_EVERY_MS = 2;
@@ -137,7 +137,7 @@ async function measureCompetitor(competitor, length, poolNames) {
 export async function run({ length }, { poolNames }) {
   const dataMB = (2 * length * 8) / MB;
   const rows = [{ id: 'input-plus-output', label: `input + output (2 × ${dataMB / 2} MB)`, reference: true, value: dataMB }];
-  for (const competitor of COMPETITORS) rows.push(await measureCompetitor(competitor, length, poolNames));
+  for (const competitor of runnable(COMPETITORS)) rows.push(await measureCompetitor(competitor, length, poolNames));
   return scenarioResult(
     {
       id: 'memory',

@@ -21,7 +21,7 @@ import { makeTransferable } from '../../dist/index.js';
 import { BenchChild } from '../lib/children.mjs';
 import { microsPerOp, roundRobin } from '../lib/measure.mjs';
 import { scenarioResult } from '../lib/results.mjs';
-import { shmName, shmTypedArray } from '../lib/shm.mjs';
+import { runnable, shmName, shmTypedArray } from '../lib/shm.mjs';
 
 const COMPETITORS = [
   { id: 'heap', label: 'new Float64Array(source) (heap, not shareable)', reference: true },
@@ -38,7 +38,6 @@ const sizeLabel = (bytes) => (bytes >= 1024 ? `${bytes / 1024} KiB` : `${bytes} 
  */
 export async function measureSmallArrays({ bytes, rounds, warmup, ops, shmOps }) {
   const source = new Float64Array(bytes / 8).map((_, i) => i);
-  const shm = shmTypedArray();
   // Keeps the heap arrays observable, so the JIT cannot drop the allocation.
   const sink = new Array(64);
   const loops = {
@@ -53,12 +52,12 @@ export async function measureSmallArrays({ bytes, rounds, warmup, ops, shmOps })
     'shm-typed-array': () =>
       microsPerOp(shmOps, () => {
         const name = shmName('small');
-        shm.createPosix(name, source.length, 'Float64Array').set(source);
-        shm.destroy(name);
+        shmTypedArray().createPosix(name, source.length, 'Float64Array').set(source);
+        shmTypedArray().destroy(name);
       }),
   };
   const samples = await roundRobin(
-    COMPETITORS.map((c) => ({ id: c.id, round: loops[c.id] })),
+    runnable(COMPETITORS).map((c) => ({ id: c.id, round: loops[c.id] })),
     { rounds, warmup },
   );
   return Object.fromEntries(samples);
@@ -80,7 +79,7 @@ export async function run({ sizes, rounds, warmup, ops, shmOps }) {
             unit: 'µs',
             note: 'µs per make+release (fresh process per size); reference: a heap copy',
           },
-          COMPETITORS.map((c) => ({ ...c, samples: samples[c.id] })),
+          runnable(COMPETITORS).map((c) => ({ ...c, samples: samples[c.id] })),
         ),
       );
     } finally {
