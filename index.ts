@@ -29,10 +29,10 @@ export {
   makeTransferable,
   revive,
   toTransferable,
-  withPool,
   zeros,
   type TransferOptions,
 } from './src/transferable.js';
+export { PoolScope, withPool } from './src/scope.js';
 export {
   ProcessPool,
   type ExecOptions,

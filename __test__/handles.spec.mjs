@@ -89,7 +89,7 @@ test.serial('a view kept alone keeps the block; GC of the last view releases it'
   t.is(pool.stats().heldReferences, before.heldReferences);
 });
 
-test.serial('many large views cause no GC storm and are all released by GC', async (t) => {
+test.serial('2000 large views of one block, dropped at once, are all released by GC', async (t) => {
   const before = pool.stats();
   const big = makeTransferable(new Uint8Array(64 * 2 ** 20), { transferRequired: false });
   const handle = big.toHandle();

@@ -3,22 +3,19 @@
  * clone is its handle. The handle fields are its only own enumerable
  * properties; the view and the reference live in private fields.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 
 import * as binding from '#binding';
 import { ArrayPoolError, native } from './errors.js';
 import { DTYPES, dtypeOf, isDType, type DType, type DTypeArrays, type PoolTypedArray } from './dtypes.js';
 import { HANDLE_FORMAT, looksLikeHandle, parseHandle, shapeSize, type TransferableHandle } from './handle.js';
 import { getPool, poolById, poolByName, type Pool } from './pool.js';
+import { adoptIntoScope } from './scope.js';
 
 /** `[viewId, offset, generation]`, written by the binding (saves an object per call). */
 const out = new Float64Array(3);
 
 /** `[poolId, offset, generation, byteOffset]`, written by `locateView`. */
 const located = new Float64Array(4);
-
-/** The scopes opened by `withPool`, innermost last, per async context. */
-const scopes = new AsyncLocalStorage<Set<TransferableArray>>();
 
 export interface TransferOptions {
   /**
@@ -60,7 +57,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     this.#viewId = out[0] as number;
     const info = DTYPES[handle.dtype];
     this.#array = info.view(buffer, 0, handle.byteLength / info.bytesPerElement) as T;
-    scopes.getStore()?.add(this);
+    adoptIntoScope(this);
   }
 
   /** The typed array: a view of shared memory (no copy). Empty once released. */
@@ -344,31 +341,4 @@ export function reviveMessage(value: unknown, leaf: (node: object) => unknown): 
     return node;
   };
   return visit(value);
-}
-
-/**
- * Runs `fn` in a scope that releases every TransferableArray created in it
- * (made, allocated, sliced, copied or revived) when `fn` returns or its
- * promise settles — pyarraypool's `object_pool()`. Arrays that must outlive
- * the scope are copied out (`toArray()`) or re-made.
- */
-export function withPool<R>(fn: () => R): R {
-  const scope = new Set<TransferableArray>();
-  const releaseAll = (): void => {
-    for (const t of scope) t.release();
-    scope.clear();
-  };
-  let result: R;
-  try {
-    result = scopes.run(scope, fn);
-  } catch (error) {
-    releaseAll();
-    throw error;
-  }
-  if (typeof (result as { then?: unknown } | null)?.then === 'function') {
-    // Any thenable: release once it settles, not while its work goes on.
-    return Promise.resolve(result).finally(releaseAll) as R;
-  }
-  releaseAll();
-  return result;
 }

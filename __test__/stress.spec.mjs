@@ -1,0 +1,44 @@
+// Thousands of views, small and over 64 MiB, made, revived, dropped and
+// collected in two real processes that then exit with views alive: on every
+// Node line (npm run test:node-lines) this must neither abort in V8 nor
+// leave anything in /dev/shm. Also: views leave V8's external-memory counter
+// exactly as V8 counts them (arraypool adjusts nothing).
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+import * as binding from '../binding.js';
+import { empty } from '../dist/index.js';
+import { collectGarbage } from './helpers.mjs';
+
+const run = promisify(execFile);
+const FIXTURE = fileURLToPath(new URL('./fixtures/stress-views.mjs', import.meta.url));
+const segments = () => new Set(readdirSync('/dev/shm').filter((n) => n.startsWith('arraypool-')));
+
+test.serial('thousands of views in two processes: both exit 0 with views alive, nothing left in /dev/shm', async (t) => {
+  const before = segments();
+  const { stdout } = await run(process.execPath, ['--expose-gc', FIXTURE], { maxBuffer: 1 << 20 });
+  const counts = JSON.parse(stdout.trim().split('\n').at(-1));
+  t.deepEqual(counts.child, { code: 0, signal: null });
+  t.is(counts.check, null);
+  t.true(counts.views >= 8000, `views made and checked: ${counts.views}`);
+  t.deepEqual([...segments()].filter((n) => !before.has(n)), []);
+});
+
+test.serial('a view adds its length to V8 external memory, and release takes exactly that off', async (t) => {
+  // arraypool 0.1 took each view's length off V8's counter, and Node 24/26
+  // abort when V8 later takes it off itself. Nothing may be taken off now.
+  const length = 96 * 2 ** 20;
+  empty('uint8', 8).release(); // the pool is started and warm
+  await collectGarbage();
+  const before = binding.testExternalMemory();
+  const view = empty('uint8', length, { transferRequired: false });
+  const withView = binding.testExternalMemory();
+  t.true(withView - before >= length, `counter rose by ${withView - before}, the view has ${length} bytes`);
+  view.release();
+  const after = binding.testExternalMemory();
+  t.true(after - before <= 65536, `counter after release: ${after - before} above before`);
+  t.true(after >= 0);
+});
