@@ -48,7 +48,7 @@ for (const line of lines) {
   const demo = step(node, `${version} demo`, ['--expose-gc', 'dist/src/demo.js']);
   const ava = step(node, `${version} ava`, ['node_modules/ava/entrypoints/cli.mjs']);
   const left = [...segments()].filter((n) => !before.has(n));
-  const passed = /(\d+) tests? passed/.exec(ava.stdout)?.[1] ?? '0';
+  const passed = String((ava.stdout.match(/^\s*✔/gm) ?? []).length);
   const failed = /(\d+) tests? failed/.exec(ava.stdout)?.[1] ?? (ava.ok ? '0' : '?');
   const skipped = /(\d+) tests? skipped/.exec(ava.stdout)?.[1] ?? '0';
   summary.push({
