@@ -13,6 +13,7 @@ import { BenchChild } from '../lib/children.mjs';
 import { addOne, checkResult, fillInput } from '../lib/compute.mjs';
 import { roundRobin, timeMs } from '../lib/measure.mjs';
 import { scenarioResult } from '../lib/results.mjs';
+import { ThreadWorker } from '../lib/thread-worker.mjs';
 import { runnable, shmName, shmTypedArray } from '../lib/shm.mjs';
 
 /** What the competitors share in one parent process. */
@@ -58,6 +59,24 @@ export const COMPETITORS = [
     },
     dispose(ctx) {
       ctx.reusedOutput = undefined;
+    },
+  },
+  {
+    id: 'worker-threads',
+    label: 'worker_threads, input and reused output in the transfer list',
+    prepare(ctx) {
+      ctx.thread = new ThreadWorker();
+      ctx.threadBuffers = { x: Float64Array.from(ctx.heapInput), y: new Float64Array(ctx.length) };
+    },
+    async round(ctx) {
+      const { x, y } = await ctx.thread.request(ctx.threadBuffers.x, ctx.threadBuffers.y);
+      checkResult('worker-threads', y, ctx.length);
+      ctx.threadBuffers = { x, y };
+    },
+    async dispose(ctx) {
+      await ctx.thread?.terminate();
+      ctx.thread = undefined;
+      ctx.threadBuffers = undefined;
     },
   },
   {
