@@ -4,12 +4,17 @@
  * properties; the view and the reference live in private fields.
  */
 
+import { constants as bufferConstants } from 'node:buffer';
+
 import * as binding from '#binding';
 import { ArrayPoolError, native } from './errors.js';
 import { DTYPES, dtypeOf, isDType, type DType, type DTypeArrays, type PoolTypedArray } from './dtypes.js';
 import { HANDLE_FORMAT, looksLikeHandle, parseHandle, shapeSize, type TransferableHandle } from './handle.js';
 import { getPool, poolById, poolByName, type Pool } from './pool.js';
 import { adoptIntoScope } from './scope.js';
+
+// One view can be as large as one Buffer on this Node (4 GiB on 20, 2^53 - 1 from 22).
+binding.setMaxViewBytes(bufferConstants.MAX_LENGTH);
 
 /** `[viewId, offset, generation]`, written by the binding (saves an object per call). */
 const out = new Float64Array(3);

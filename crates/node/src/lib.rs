@@ -66,6 +66,14 @@ fn add_pool(pool: Pool) -> u32 {
     (r.pools.len() - 1) as u32
 }
 
+/// The running Node's largest Buffer (`buffer.constants.MAX_LENGTH`): the
+/// limit of one view.
+#[napi]
+pub fn set_max_view_bytes(bytes: f64) -> Result<(), Code> {
+    views::set_max_view_bytes(to_u64(bytes, "bytes", "ERR_INVALID_ARG")?);
+    Ok(())
+}
+
 /// Creates a new pool; returns its id in this process.
 #[napi]
 pub fn create_pool(config: Option<PoolConfig>) -> Result<u32, Code> {

@@ -15,6 +15,7 @@
 //! collect dropped views, and so free their blocks, sooner.
 
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arraypool_core::{BlockRef, Pool};
@@ -24,14 +25,21 @@ use napi::sys;
 use crate::errors::{coded, from_napi, Code, JsError};
 use crate::registry::{registry, View};
 
-/// Node 20 cannot make an ArrayBuffer larger than this.
-const MAX_VIEW_BYTES: u64 = 1 << 32;
+/// The largest view the running Node can make: its `buffer.constants.MAX_LENGTH`
+/// (napi builds external ArrayBuffers as Buffers), set by the TypeScript side
+/// at load. 4 GiB on Node 20, 2^53 - 1 from Node 22 on; Node 20's until set.
+static MAX_VIEW_BYTES: AtomicU64 = AtomicU64::new(1 << 32);
+
+pub fn set_max_view_bytes(bytes: u64) {
+    MAX_VIEW_BYTES.store(bytes, Ordering::Relaxed);
+}
 
 pub fn check_view_size(len: u64) -> std::result::Result<(), JsError> {
-    if len > MAX_VIEW_BYTES {
+    let max = MAX_VIEW_BYTES.load(Ordering::Relaxed);
+    if len > max {
         return Err(coded(
             "ERR_TOO_LARGE",
-            format!("{len} bytes: one view is limited to {MAX_VIEW_BYTES} bytes on this Node"),
+            format!("{len} bytes: one view is limited to {max} bytes on this Node (buffer.constants.MAX_LENGTH)"),
         ));
     }
     Ok(())
