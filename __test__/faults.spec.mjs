@@ -224,6 +224,7 @@ test('permissions: 0600, 128 random bits in the name, another uid cannot open th
     uid: 65534,
     gid: 65534,
     encoding: 'utf8',
+    env: { ...process.env, LC_ALL: 'C' },
   });
   t.is(probe.stdout.trim(), 'DENIED');
   t.regex(probe.stderr, /Permission denied/);

@@ -17,7 +17,9 @@ const run = promisify(execFile);
 const FIXTURE = fileURLToPath(new URL('./fixtures/stress-views.mjs', import.meta.url));
 
 test.serial('thousands of views in two processes: both exit 0 with views alive, nothing left in /dev/shm', async (t) => {
-  const { stdout } = await run(process.execPath, ['--expose-gc', FIXTURE], { maxBuffer: 1 << 20 });
+  const { stdout } = await run(process.execPath, ['--expose-gc', FIXTURE], { maxBuffer: 1 << 20 }).catch((error) => {
+    throw new Error(`stress run failed (exit ${error.code ?? error.signal}): ${error.stderr}`);
+  });
   const counts = JSON.parse(stdout.trim().split('\n').at(-1));
   t.deepEqual(counts.child, { code: 0, signal: null });
   t.is(counts.check, null);
@@ -35,7 +37,8 @@ test.serial('a view adds its length to V8 external memory, and release takes exa
   const before = binding.testExternalMemory();
   const view = empty('uint8', length, { transferRequired: false });
   const withView = binding.testExternalMemory();
-  t.true(withView - before >= length, `counter rose by ${withView - before}, the view has ${length} bytes`);
+  // Slack for a GC that may sweep other buffers in between (never 90 MiB of them).
+  t.true(withView - before >= length - 6 * 2 ** 20, `counter rose by ${withView - before}, the view has ${length} bytes`);
   view.release();
   const after = binding.testExternalMemory();
   t.true(after - before <= 65536, `counter after release: ${after - before} above before`);

@@ -35,37 +35,67 @@ maybe('await using: a ProcessPool is closed at the end of its block', async (t) 
   result.release?.();
 });
 
-maybe('using scope = withPool(): what the block made is released, what follows is not', async (t) => {
+maybe('using scope = withPool(): what the block made through the scope is released, nothing else', async (t) => {
   const before = await held();
-  const { inside, after, scope } = fixture.usingScope();
+  const { inside, outside, after, scope } = fixture.usingScope();
   t.false(scope.open);
+  t.is(inside.length, 3);
   for (const a of inside) t.is(a.array.length, 0);
+  t.is(outside.array.length, 8);
   t.is(after.array.length, 8);
+  outside.release();
   after.release();
   t.is(await held(), before);
 });
 
-maybe('await using scope = withPool() across awaits in an async function', async (t) => {
+maybe('await using scope = withPool() across awaits; a concurrent task keeps its array', async (t) => {
   const before = await held();
-  const { inside, after, scope } = await fixture.awaitUsingScope();
+  const { inside, after, concurrent, scope } = await fixture.awaitUsingScope();
   t.false(scope.open);
   for (const a of inside) t.is(a.array.length, 0);
+  t.is(concurrent.array.length, 8);
   t.is(after.array.length, 16);
+  concurrent.release();
   after.release();
   t.is(await held(), before);
 });
 
-test('withPool() without a function opens a scope that release() ends (every line)', async (t) => {
+test('withPool() without a function: a scope that only what it runs or adopts joins (every line)', async (t) => {
   const { withPool, zeros } = await import('../dist/index.js');
   const before = await held();
   const scope = withPool();
-  const a = zeros('float64', 4);
-  t.is(scope.size, 1);
+  const a = scope.run(() => zeros('float64', 4));
+  const outsider = zeros('float64', 4);
+  const adopted = scope.adopt(zeros('float64', 2));
+  t.is(scope.size, 2);
   scope.release();
   t.is(a.array.length, 0);
+  t.is(adopted.array.length, 0);
+  t.is(outsider.array.length, 4);
   t.false(scope.open);
-  const b = zeros('float64', 4);
-  t.is(b.array.length, 4);
-  b.release();
+  const late = scope.adopt(zeros('float64', 4));
+  t.is(late.array.length, 0, 'adopting into a released scope releases at once');
+  outsider.release();
+  t.is(await held(), before);
+});
+
+test('concurrent withPool() scopes never take each other\'s arrays', async (t) => {
+  const { withPool, zeros } = await import('../dist/index.js');
+  const before = await held();
+  const task = async (n) => {
+    const scope = withPool();
+    const mine = scope.run(() => zeros('float64', n));
+    await new Promise((resolve) => setImmediate(resolve));
+    scope.release();
+    const kept = zeros('float64', n); // after its own scope ended
+    await new Promise((resolve) => setImmediate(resolve));
+    return { mine, kept };
+  };
+  const results = await Promise.all([task(2), task(3), task(4)]);
+  for (const { mine, kept } of results) {
+    t.is(mine.array.length, 0);
+    t.true(kept.array.length > 0);
+    kept.release();
+  }
   t.is(await held(), before);
 });

@@ -37,7 +37,9 @@ if (loadShmTypedArray(root).module) process.exit(0);
 function headersDir() {
   const bundled = join(dirname(dirname(process.execPath)), 'include', 'node', 'node.h');
   if (existsSync(bundled)) return dirname(dirname(dirname(bundled)));
-  return process.env.npm_config_nodedir || '/usr';
+  const configured = process.env.npm_config_nodedir;
+  if (configured) return configured;
+  return existsSync('/usr/include/node/node.h') ? '/usr' : undefined; // else node-gyp finds headers itself
 }
 
 function nodeGyp() {
@@ -50,7 +52,8 @@ rmSync(target, { recursive: true, force: true });
 mkdirSync(dirname(target), { recursive: true });
 cpSync(source, target, { recursive: true, filter: (path) => !path.includes(`${source}/build`) });
 console.log(`building shm-typed-array for Node ${process.version} (ABI ${process.versions.modules}) in ${target}`);
-const build = spawnSync(process.execPath, [nodeGyp(), 'rebuild', `--nodedir=${headersDir()}`], {
+const nodedir = headersDir();
+const build = spawnSync(process.execPath, [nodeGyp(), 'rebuild', ...(nodedir ? [`--nodedir=${nodedir}`] : [])], {
   cwd: target,
   stdio: 'inherit',
 });

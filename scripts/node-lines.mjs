@@ -12,9 +12,10 @@
  * Without the registry, the newest version already cached for a line is used.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** Lines tested in CI. The system Node (20) runs as it is; the others are fetched. */
 export const LINES = [20, 22, 24, 26];
@@ -42,6 +43,7 @@ function newestPublished(line) {
     const out = execFileSync('npm', ['view', `${PACKAGE}@${line}`, 'version', '--json'], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 60_000, // an unreachable registry falls back to the cache
     });
     const parsed = JSON.parse(out);
     const versions = (Array.isArray(parsed) ? parsed : [parsed]).filter((v) => /^\d+\.\d+\.\d+$/.test(v));
@@ -55,7 +57,7 @@ function newestPublished(line) {
 function newestCached(line) {
   if (!existsSync(cacheDir())) return null;
   const versions = readdirSync(cacheDir())
-    .filter((v) => v.startsWith(`${line}.`) && existsSync(binaryOf(v)))
+    .filter((v) => /^\d+\.\d+\.\d+$/.test(v) && v.startsWith(`${line}.`) && existsSync(binaryOf(v)))
     .sort(compareVersions);
   return versions.at(-1) ?? null;
 }
@@ -63,8 +65,10 @@ function newestCached(line) {
 function installVersion(version) {
   const target = join(cacheDir(), version);
   if (existsSync(binaryOf(version))) return;
+  removeStaleScratch();
   // Install into a scratch folder, then rename: an interrupted install never
-  // looks complete.
+  // looks complete, and a finished one is never replaced (another run may
+  // be using it).
   const scratch = `${target}.partial-${process.pid}`;
   rmSync(scratch, { recursive: true, force: true });
   mkdirSync(scratch, { recursive: true });
@@ -74,8 +78,28 @@ function installVersion(version) {
     ['install', '--no-audit', '--no-fund', '--no-package-lock', '--ignore-scripts', `${PACKAGE}@${version}`],
     { cwd: scratch, stdio: ['ignore', 'inherit', 'inherit'] },
   );
+  if (existsSync(binaryOf(version))) {
+    rmSync(scratch, { recursive: true, force: true }); // a concurrent run finished first
+    return;
+  }
   rmSync(target, { recursive: true, force: true });
   renameSync(scratch, target);
+}
+
+/** Scratch folders of installs whose process is gone (interrupted runs). */
+function removeStaleScratch() {
+  if (!existsSync(cacheDir())) return;
+  for (const entry of readdirSync(cacheDir())) {
+    const pid = Number(/\.partial-(\d+)$/.exec(entry)?.[1]);
+    if (!pid) continue;
+    let alive = true;
+    try {
+      process.kill(pid, 0);
+    } catch (error) {
+      alive = error.code === 'EPERM';
+    }
+    if (!alive) rmSync(join(cacheDir(), entry), { recursive: true, force: true });
+  }
 }
 
 /** Ensures the newest build of `line` is cached; returns the path of its node binary. */
@@ -94,7 +118,15 @@ export function cachedLine(line) {
   return version ? binaryOf(version) : null;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+const invokedDirectly = (() => {
+  try {
+    return realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+})();
+
+if (invokedDirectly) {
   const [command, line] = process.argv.slice(2);
   if (command === 'install') {
     for (const l of FETCHED_LINES) {

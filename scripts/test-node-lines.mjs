@@ -17,7 +17,7 @@ import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { LINES, ensureLine } from './node-lines.mjs';
+import { LINES, cachedLine, ensureLine } from './node-lines.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const requested = process.argv.slice(2).map(Number);
@@ -41,7 +41,8 @@ function step(node, label, args) {
 
 const summary = [];
 for (const line of lines) {
-  const node = line === 20 ? (systemNode(20) ?? ensureLine(20)) : ensureLine(line);
+  // `npm run node-lines` fetched the newest of each line; a cached one is used as it is.
+  const node = (line === 20 ? systemNode(20) : null) ?? cachedLine(line) ?? ensureLine(line);
   const version = spawnSync(node, ['--version'], { encoding: 'utf8' }).stdout.trim();
   const before = segments();
   step(node, `${version} shm-typed-array (bench competitor)`, ['benches/build-shm-typed-array.mjs']);

@@ -1,29 +1,25 @@
 /**
- * Scopes that release every TransferableArray created inside them:
- * `withPool(fn)` (pyarraypool's `object_pool()`) and, on Node >= 24,
- * `using scope = withPool()` / `await using scope = withPool()`.
+ * Scopes that release TransferableArrays together: `withPool(fn)`
+ * (pyarraypool's `object_pool()`) and, on Node >= 24, `using scope =
+ * withPool()` / `await using scope = withPool()`.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 
 import type { TransferableArray } from './transferable.js';
 
-/** The innermost scope of the current async context. */
+/** The scope whose `run` is on the stack (or whose async work this is). */
 const current = new AsyncLocalStorage<PoolScope>();
 
 /**
- * A set of TransferableArrays released together. Made by `withPool()`; an
- * array joins the innermost scope that is still open when it is created
- * (made, allocated, sliced, copied or revived).
+ * A set of TransferableArrays released together. An array joins it when it
+ * is created (made, allocated, sliced, copied or revived) inside
+ * `scope.run(fn)` or `withPool(fn)`, including `fn`'s async continuations,
+ * or when it is given to `scope.adopt()`. Nothing else joins it: arrays of
+ * concurrent tasks, or of the code around it, never do.
  */
 export class PoolScope implements Disposable, AsyncDisposable {
   readonly #arrays = new Set<TransferableArray>();
-  readonly #outer: PoolScope | undefined;
   #open = true;
-
-  /** @internal Use withPool. */
-  constructor(outer: PoolScope | undefined) {
-    this.#outer = outer;
-  }
 
   /** False once released. */
   get open(): boolean {
@@ -35,24 +31,40 @@ export class PoolScope implements Disposable, AsyncDisposable {
     return this.#arrays.size;
   }
 
-  /** @internal Adds `array` to the innermost open scope of this chain. */
-  adopt(array: TransferableArray): void {
-    for (let scope: PoolScope | undefined = this; scope; scope = scope.#outer) {
-      if (scope.#open) {
-        scope.#arrays.add(array);
-        return;
-      }
-    }
+  /**
+   * Adds `array` to the scope and returns it. On a released scope the array
+   * is released at once (it cannot outlive a scope that has ended).
+   */
+  adopt<T extends TransferableArray>(array: T): T {
+    if (this.#open) this.#arrays.add(array);
+    else array.release();
+    return array;
+  }
+
+  /**
+   * Runs `fn` with this scope as the current one: every TransferableArray
+   * created by it (also after its awaits) joins the scope. Returns what `fn`
+   * returns; the scope stays open.
+   */
+  run<R>(fn: () => R): R {
+    return current.run(this, fn);
   }
 
   /** Releases every array of the scope and closes it. Idempotent. */
   release(): void {
     if (!this.#open) return;
     this.#open = false;
-    for (const array of this.#arrays) array.release();
+    const arrays = [...this.#arrays];
     this.#arrays.clear();
-    // Opened by `using`: later code of this async context goes back to the outer scope.
-    if (current.getStore() === this) current.enterWith(this.#outer as PoolScope);
+    let failure: unknown;
+    for (const array of arrays) {
+      try {
+        array.release();
+      } catch (error) {
+        failure ??= error; // release the rest first
+      }
+    }
+    if (failure !== undefined) throw failure;
   }
 
   [Symbol.dispose](): void {
@@ -60,8 +72,12 @@ export class PoolScope implements Disposable, AsyncDisposable {
   }
 
   [Symbol.asyncDispose](): Promise<void> {
-    this.release();
-    return Promise.resolve();
+    try {
+      this.release();
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 }
 
@@ -76,23 +92,19 @@ export function adoptIntoScope(array: TransferableArray): void {
  * settles; returns what `fn` returns. Arrays that must outlive the scope are
  * copied out (`toArray()`) or re-made.
  *
- * Without `fn`: opens a scope for the rest of the current function and
- * returns it, for `using scope = withPool()` or `await using scope =
- * withPool()` (Node >= 24), or an explicit `scope.release()`. Open it at the
- * top of the block: in an async function, code of the caller that runs
- * between the function's first `await` and the scope's end also lands in it.
+ * Without `fn`: returns a new, empty `PoolScope` for `using scope =
+ * withPool()` or `await using scope = withPool()` (Node >= 24); arrays join
+ * it through `scope.run(fn)` or `scope.adopt(array)`, and are released when
+ * the block ends (or on `scope.release()`).
  */
 export function withPool(): PoolScope;
 export function withPool<R>(fn: () => R): R;
 export function withPool<R>(fn?: () => R): R | PoolScope {
-  const scope = new PoolScope(current.getStore());
-  if (fn === undefined) {
-    current.enterWith(scope);
-    return scope;
-  }
+  const scope = new PoolScope();
+  if (fn === undefined) return scope;
   let result: R;
   try {
-    result = current.run(scope, fn);
+    result = scope.run(fn);
   } catch (error) {
     scope.release();
     throw error;

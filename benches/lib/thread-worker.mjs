@@ -22,8 +22,14 @@ export class ThreadWorker {
 
   request(x, y) {
     return new Promise((resolve, reject) => {
-      this.worker.once('message', resolve);
-      this.worker.once('error', reject);
+      const settle = (fn) => (value) => {
+        this.worker.off('message', onMessage).off('error', onError).off('exit', onExit);
+        fn(value);
+      };
+      const onMessage = settle(resolve);
+      const onError = settle(reject);
+      const onExit = settle((code) => reject(new Error(`worker thread exited (${code}) before answering`)));
+      this.worker.once('message', onMessage).once('error', onError).once('exit', onExit);
       this.worker.postMessage({ x, y }, [x.buffer, y.buffer]);
     });
   }
