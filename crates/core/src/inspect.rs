@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::error::{PoolError, Result};
 use crate::layout::*;
 use crate::pool::validate_header;
-use crate::segment::{self, fd_size, map, open_fd, probe_slot, validate_name, Segment};
+use crate::segment::{self, fd_size, map, open_any_fd, probe_slot, Segment};
 use crate::view::SegmentView;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,12 +37,11 @@ pub struct SegmentInfo {
 }
 
 pub fn inspect(name: &str) -> Result<SegmentInfo> {
-    let bare = validate_name(name)?;
-    let fd = open_fd(bare)?;
+    let (bare, fd) = open_any_fd(name)?;
     let size = fd_size(&fd)?;
     let live: Vec<bool> = (0..MAX_PROCESSES).map(|k| probe_slot(&fd, k)).collect();
     let mut info = SegmentInfo {
-        name: bare.to_string(),
+        name: bare,
         size_bytes: size,
         problem: None,
         creator_pid: 0,

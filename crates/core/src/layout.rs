@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 /// `b"ARRPOOL\0"` as a little-endian integer.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ARRPOOL\0");
 /// Bumped whenever any struct below changes shape or meaning.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Block starts, block sizes and data starts are multiples of this.
 pub const BLOCK_ALIGN: u64 = 64;
@@ -108,6 +108,9 @@ pub struct SegmentHeader {
     /// start upwards, so everything above is virgin: handles pointing there
     /// are invalid without reading the (unbacked) bitmap.
     pub reserved_until: AtomicU64,
+    /// The pool's random 128-bit id (low word first); an anonymous pool's
+    /// name carries it, and opening checks it (layout version 2).
+    pub pool_id: [AtomicU64; 2],
 }
 
 #[repr(C)]

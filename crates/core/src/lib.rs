@@ -3,8 +3,10 @@
 //! One POSIX shared-memory segment managed as a pool of blocks that several
 //! processes allocate from, reference and free, with no copy between them.
 //!
-//! - `segment`: OS calls (naming, `shm_open`, mapping, reserving pages,
-//!   per-process liveness locks).
+//! - `segment`: OS calls (naming, opening, mapping, reserving pages,
+//!   per-process liveness locks) for both backings.
+//! - `memfd`: anonymous pools (the default): creation, sealing, attaching
+//!   through /proc, finding them.
 //! - `layout`: the `#[repr(C)]` structs in the segment (see `LAYOUT.md`).
 //! - `view`: typed access to the mapping and the undo journal.
 //! - `lock`: the cross-process spinlock with owner and takeover.
@@ -36,6 +38,7 @@ pub mod handle;
 pub mod inspect;
 pub mod layout;
 pub mod lock;
+pub mod memfd;
 pub mod pool;
 mod refs;
 pub mod segment;
@@ -46,4 +49,6 @@ pub use handle::Handle;
 pub use inspect::{collect_abandoned, inspect, remove_if_abandoned, ProcessInfo, SegmentInfo};
 pub use layout::LAYOUT_VERSION;
 pub use pool::{testing, BlockRef, CheckReport, Pool, PoolOptions, ReapReport, Stats};
-pub use segment::{list_segments, random_name, shm_filesystem_bytes, validate_name, NAME_PREFIX};
+pub use segment::{
+    list_segments, random_name, shm_filesystem_bytes, validate_name, Backing, NAME_PREFIX,
+};

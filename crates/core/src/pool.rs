@@ -14,17 +14,22 @@ use crate::handle::Handle;
 use crate::layout::*;
 use crate::lock::{self, Acquired};
 use crate::refs::{self, Dropped};
-use crate::segment::{self, Segment};
+use crate::memfd;
+use crate::segment::{self, Backing, Segment};
 use crate::view::SegmentView;
 
 /// Tunables of a pool (the creator's choice of capacity and name; the rest
 /// is per process).
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
-    /// Segment size in bytes; default: half of the `/dev/shm` filesystem.
+    /// Segment size in bytes; default: half of memory (anonymous pools) or
+    /// half of the `/dev/shm` filesystem (named ones).
     pub capacity: Option<u64>,
-    /// Segment name (`arraypool-...`); default: random, 128 bits.
+    /// Segment name (`arraypool-...`, named pools only); default: random,
+    /// 128 bits. Anonymous pools are named after their random id.
     pub name: Option<String>,
+    /// What backs the segment (creation only); default: anonymous memory.
+    pub backing: Backing,
     /// Freed blocks at least this large give their pages back to the system.
     pub punch_threshold: u64,
     /// Cold pages are reserved in chunks of this many bytes, so small
@@ -39,6 +44,7 @@ impl Default for PoolOptions {
         PoolOptions {
             capacity: None,
             name: None,
+            backing: Backing::default(),
             punch_threshold: 256 << 20,
             reserve_chunk: 2 << 20,
             lock_timeout: Duration::from_secs(10),
@@ -178,25 +184,47 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-fn default_capacity() -> Result<u64> {
-    let (total, _) = segment::shm_filesystem_bytes()?;
+fn default_capacity(backing: Backing) -> Result<u64> {
+    let total = match backing {
+        Backing::Shm => segment::shm_filesystem_bytes()?.0,
+        Backing::Memfd => memory_bytes(),
+    };
     Ok((total / 2).max(Geometry::min_capacity()))
+}
+
+/// Physical memory, or the cgroup's limit when it is lower (containers).
+fn memory_bytes() -> u64 {
+    let pages = nix::unistd::sysconf(nix::unistd::SysconfVar::_PHYS_PAGES).ok().flatten();
+    let physical = pages.map_or(0, |p| p.max(0) as u64).saturating_mul(PAGE);
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match cgroup {
+        Some(limit) if limit < physical || physical == 0 => limit,
+        _ => physical,
+    }
 }
 
 impl Pool {
     /// Creates a new segment and registers this process as its creator
     /// (the creator unlinks the name on close).
     pub fn create(options: PoolOptions) -> Result<Pool> {
+        let backing = options.backing;
         let capacity = match options.capacity {
             Some(c) => c,
-            None => default_capacity()?,
+            None => default_capacity(backing)?,
         };
-        let (shm_total, _) = segment::shm_filesystem_bytes()?;
-        if capacity > shm_total {
-            return Err(PoolError::InvalidCapacity {
-                requested: capacity,
-                reason: format!("/dev/shm holds only {shm_total} bytes"),
-            });
+        if backing == Backing::Shm {
+            let (shm_total, _) = segment::shm_filesystem_bytes()?;
+            if capacity > shm_total {
+                return Err(PoolError::InvalidCapacity {
+                    requested: capacity,
+                    reason: format!(
+                        "/dev/shm holds only {shm_total} bytes; use the default anonymous (memfd) backing, \
+                         which /dev/shm does not bound, or give /dev/shm more room (docker run --shm-size=...)"
+                    ),
+                });
+            }
         }
         if capacity > MAX_CAPACITY {
             return Err(PoolError::InvalidCapacity {
@@ -209,12 +237,19 @@ impl Pool {
                 requested: capacity,
                 reason: format!("at least {} bytes are needed", Geometry::min_capacity()),
             })?;
-        let name = match &options.name {
-            Some(n) => n.clone(),
-            None => segment::random_name()?,
+        let id = segment::random_id()?;
+        let name = match (&options.name, backing) {
+            (Some(n), Backing::Shm) => n.clone(),
+            (None, Backing::Shm) => format!("{}{id:032x}", segment::NAME_PREFIX),
+            (None, Backing::Memfd) => memfd::name_of(id),
+            (Some(n), Backing::Memfd) => {
+                return Err(PoolError::InvalidName {
+                    name: format!("{n} (only named /dev/shm pools take a name; anonymous pools are found by id)"),
+                })
+            }
         };
         // Holds slot 0's liveness lock from its first moment (see `Segment::create`).
-        let segment = Segment::create(&name, capacity)?;
+        let segment = Segment::create(&name, capacity, backing)?;
         // The header must never SIGBUS; bitmap pages are reserved together
         // with the heap range they describe (`reserve_heap`).
         let first_bitmap_page = round_up(geometry.bitmap_offset + 8, PAGE);
@@ -239,6 +274,8 @@ impl Pool {
         h.creator_pid.store(std::process::id() as u64, Relaxed);
         h.next_generation.store(1, Relaxed);
         h.reserved_until.store(geometry.heap_start + PAGE, Relaxed);
+        h.pool_id[0].store(id as u64, Relaxed);
+        h.pool_id[1].store((id >> 64) as u64, Relaxed);
         Heap::new(&view).init();
         view.commit();
         // Written last: a segment is valid once its magic is there.
@@ -261,6 +298,15 @@ impl Pool {
         // by `segment`, which moves into the Pool with the view.
         let view = unsafe { SegmentView::new(segment.base(), len) };
         validate_header(&view, len)?;
+        if let Some(expected) = memfd::id_of(segment.name()) {
+            // An anonymous pool was found through another process's fd: it
+            // must be the pool its name promises, not merely a valid one.
+            if header_id(&view) != expected {
+                return Err(PoolError::InvalidSegment {
+                    reason: format!("the file found for {} carries another pool id", segment.name()),
+                });
+            }
+        }
         Self::register(segment, view, options, false)
     }
 
@@ -309,6 +355,31 @@ impl Pool {
 
     pub fn name(&self) -> &str {
         self.segment.name()
+    }
+
+    pub fn backing(&self) -> Backing {
+        self.segment.backing()
+    }
+
+    /// What another process passes to `Pool::open` to attach: the name of a
+    /// named pool; for an anonymous one, the name and this process's fd,
+    /// ahead of the hints of `inherited` (the locator this process was
+    /// given), so a grandchild can attach through its parent, or through
+    /// an ancestor still alive when its parent has gone.
+    pub fn locator(&self, inherited: Option<&str>) -> String {
+        if self.backing() == Backing::Shm {
+            return self.name().to_string();
+        }
+        let others = inherited
+            .and_then(|text| memfd::Locator::parse(text).ok())
+            .filter(|l| l.name == self.name())
+            .map(|l| l.hints)
+            .unwrap_or_default();
+        memfd::Locator::format(
+            self.name(),
+            (std::process::id(), self.segment.raw_fd()),
+            &others,
+        )
     }
 
     pub fn slot(&self) -> u32 {
@@ -882,6 +953,12 @@ fn reserve_bitmap(segment: &Segment, geometry: &Geometry, offset: u64, len: u64)
     let last_word = (offset + len).div_ceil(BLOCK_ALIGN).div_ceil(64);
     let start = geometry.bitmap_offset + first_word * 8;
     segment.reserve(start, (last_word - first_word + 1) * 8)
+}
+
+/// The pool's random id, from its header.
+pub(crate) fn header_id(view: &SegmentView) -> u128 {
+    let h = view.header();
+    u128::from(h.pool_id[0].load(Relaxed)) | (u128::from(h.pool_id[1].load(Relaxed)) << 64)
 }
 
 pub(crate) fn validate_header(view: &SegmentView, len: u64) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The operating-system side of a pool: naming, creating, opening, mapping
-//! and unlinking the POSIX shared-memory segment, reserving and returning
-//! its pages, and the per-process liveness locks.
+//! and unlinking the segment (an anonymous `memfd`, see `memfd.rs`, or a
+//! named POSIX shared-memory file in /dev/shm), reserving and returning its
+//! pages, and the per-process liveness locks.
 //!
 //! Liveness: a process owns process slot `k` by holding an open-file-
 //! description (`F_OFD_SETLK`) write lock on byte `k` of the segment's fd.
@@ -19,6 +20,21 @@ use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::{fstat, Mode};
 
 use crate::error::{PoolError, Result};
+use crate::memfd::{self, Locator, MEMFD_PREFIX};
+
+/// What backs a pool's segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backing {
+    /// Anonymous memory (`memfd_create`): freed by the kernel with the last
+    /// process holding it, bounded by memory, not by /dev/shm; attached
+    /// through /proc by processes of the same user.
+    #[default]
+    Memfd,
+    /// A named file in /dev/shm: attachable by name by any process of the
+    /// user, also after its creator is gone; removed by the creator's
+    /// `close()`, its exit, or `arraypool gc`.
+    Shm,
+}
 
 /// Every segment name starts with this.
 pub const NAME_PREFIX: &str = "arraypool-";
@@ -51,8 +67,8 @@ pub fn validate_name(name: &str) -> Result<&str> {
     }
 }
 
-/// `arraypool-` and 128 random bits in hex (the brief asks for >= 64).
-pub fn random_name() -> Result<String> {
+/// 128 random bits: a pool's id (in its header, and in an anonymous pool's name).
+pub fn random_id() -> Result<u128> {
     let mut bytes = [0u8; 16];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -60,8 +76,12 @@ pub fn random_name() -> Result<String> {
             op: "read /dev/urandom",
             errno: e.raw_os_error().unwrap_or(0),
         })?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{NAME_PREFIX}{hex}"))
+    Ok(u128::from_le_bytes(bytes))
+}
+
+/// `arraypool-` and 128 random bits in hex (the brief asks for >= 64).
+pub fn random_name() -> Result<String> {
+    Ok(format!("{NAME_PREFIX}{:032x}", random_id()?))
 }
 
 /// Size and free space of the `/dev/shm` filesystem, in bytes.
@@ -85,6 +105,7 @@ pub struct Segment {
     name: String,
     fd: OwnedFd,
     map: MmapRaw,
+    backing: Backing,
 }
 
 impl Segment {
@@ -92,8 +113,24 @@ impl Segment {
     /// The file is sparse: tmpfs allocates pages only when reserved or touched.
     /// The creator takes the liveness lock of slot 0 before anything else,
     /// so `gc` never sees a segment being created as abandoned.
-    pub fn create(name: &str, capacity: u64) -> Result<Segment> {
+    pub fn create(name: &str, capacity: u64, backing: Backing) -> Result<Segment> {
         let bare = validate_name(name)?;
+        if backing == Backing::Memfd {
+            let fd = memfd::create(bare, capacity)?;
+            lock_slot(&fd, 0)?;
+            let map = map(&fd, capacity)?;
+            return Ok(Segment {
+                name: bare.to_string(),
+                fd,
+                map,
+                backing,
+            });
+        }
+        if bare.starts_with(MEMFD_PREFIX) {
+            return Err(PoolError::InvalidName {
+                name: format!("{bare} (names starting with {MEMFD_PREFIX} are anonymous pools')"),
+            });
+        }
         let fd = shm_open(
             shm_path(bare).as_str(),
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
@@ -111,6 +148,7 @@ impl Segment {
                 name: bare.to_string(),
                 fd,
                 map,
+                backing,
             }),
             Err(e) => {
                 let _ = shm_unlink(shm_path(bare).as_str());
@@ -119,10 +157,17 @@ impl Segment {
         }
     }
 
-    /// Opens an existing segment by name and maps all of it.
-    pub fn open(name: &str) -> Result<Segment> {
-        let bare = validate_name(name)?;
-        let fd = open_fd(bare)?;
+    /// Opens an existing segment by locator (a name, or for an anonymous
+    /// pool `name@pid:fd,...`, see `memfd.rs`) and maps all of it.
+    pub fn open(locator: &str) -> Result<Segment> {
+        let (bare, fd, backing) = if memfd::is_memfd_name(locator) {
+            let locator = Locator::parse(locator)?;
+            let fd = memfd::open_pool(&locator)?;
+            (locator.name, fd, Backing::Memfd)
+        } else {
+            let bare = validate_name(locator)?;
+            (bare.to_string(), open_fd(bare)?, Backing::Shm)
+        };
         let size = fd_size(&fd)?;
         if size == 0 {
             return Err(PoolError::InvalidSegment {
@@ -133,14 +178,19 @@ impl Segment {
         }
         let map = map(&fd, size)?;
         Ok(Segment {
-            name: bare.to_string(),
+            name: bare,
             fd,
             map,
+            backing,
         })
     }
 
-    /// Removes the name from `/dev/shm`; mappings stay valid.
+    /// Removes the name from `/dev/shm`; mappings stay valid. An anonymous
+    /// pool has no name to remove: nothing to do.
     pub fn unlink(name: &str) -> Result<()> {
+        if memfd::is_memfd_name(name) {
+            return Ok(());
+        }
         let bare = validate_name(name)?;
         shm_unlink(shm_path(bare).as_str()).map_err(|e| match e {
             Errno::ENOENT => PoolError::SegmentNotFound {
@@ -152,6 +202,10 @@ impl Segment {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn backing(&self) -> Backing {
+        self.backing
     }
 
     pub fn len(&self) -> u64 {
@@ -238,7 +292,19 @@ fn lock_slot(fd: &OwnedFd, slot: usize) -> Result<()> {
         .map_err(|e| PoolError::os("fcntl(F_OFD_SETLK)", e))
 }
 
-/// Opens a segment's fd (read-write) without mapping it.
+/// Opens a segment's fd (read-write) without mapping it: by name in
+/// /dev/shm, or an anonymous pool through a process holding it.
+pub(crate) fn open_any_fd(name: &str) -> Result<(String, OwnedFd)> {
+    if memfd::is_memfd_name(name) {
+        let locator = Locator::parse(name)?;
+        let fd = memfd::open_pool(&locator)?;
+        return Ok((locator.name, fd));
+    }
+    let bare = validate_name(name)?;
+    Ok((bare.to_string(), open_fd(bare)?))
+}
+
+/// Opens a /dev/shm segment's fd (read-write) without mapping it.
 pub(crate) fn open_fd(bare_name: &str) -> Result<OwnedFd> {
     shm_open(shm_path(bare_name).as_str(), OFlag::O_RDWR, Mode::empty()).map_err(|e| match e {
         Errno::ENOENT => PoolError::SegmentNotFound {
@@ -349,11 +415,11 @@ mod tests {
     #[test]
     fn create_is_exclusive_and_mode_0600() {
         let name = random_name().expect("name");
-        let seg = Segment::create(&name, 1 << 20).expect("create");
+        let seg = Segment::create(&name, 1 << 20, Backing::Shm).expect("create");
         let meta = std::fs::metadata(format!("{SHM_DIR}/{name}")).expect("stat");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert!(Segment::create(&name, 1 << 20).is_err());
+        assert!(Segment::create(&name, 1 << 20, Backing::Shm).is_err());
         assert!(seg.try_lock_slot(3).expect("lock"));
         let other = Segment::open(&name).expect("open");
         assert!(other.slot_alive(3));

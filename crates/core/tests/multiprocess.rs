@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arraypool_core::{testing, Handle, Pool, PoolOptions};
+use arraypool_core::{memfd, testing, Backing, Handle, Pool, PoolOptions};
 use common::*;
 
 const MIB: u64 = 1 << 20;
@@ -86,9 +86,15 @@ fn child_process_entry() {
     };
     let name = std::env::var("ARRAYPOOL_TEST_POOL").expect("pool name");
     let extra = std::env::var("ARRAYPOOL_TEST_EXTRA").unwrap_or_default();
-    if role == "create" {
+    if role == "create" || role == "create-shm" {
+        let backing = if role == "create-shm" {
+            Backing::Shm
+        } else {
+            Backing::Memfd
+        };
         let pool = Pool::create(PoolOptions {
             capacity: Some(8 * MIB),
+            backing,
             ..Default::default()
         })
         .expect("create");
@@ -313,6 +319,7 @@ fn no_space_instead_of_sigbus_on_a_small_tmpfs() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("NO_SPACE_OK"), "{stdout}");
+    assert!(stdout.contains("MEMFD_OK"), "{stdout}");
 }
 
 #[test]
@@ -323,7 +330,13 @@ fn small_tmpfs_child() {
     }
     let (total, _) = arraypool_core::shm_filesystem_bytes().unwrap();
     assert_eq!(total, 8 * MIB, "runs inside its own 8 MiB tmpfs");
-    let pool = new_pool(8 * MIB);
+    // An anonymous pool is not bounded by /dev/shm: 64 MiB in an 8 MiB tmpfs.
+    let anonymous = new_pool(64 * MIB);
+    let big = anonymous.allocate(32 * MIB, false).expect("memfd pool beyond /dev/shm's size");
+    fill(&anonymous, &big, 7);
+    anonymous.release(big.offset, big.generation).unwrap();
+    println!("MEMFD_OK");
+    let pool = new_shm_pool(8 * MIB);
     // Someone else fills most of the tmpfs.
     let filler = "/dev/shm/filler";
     std::fs::write(filler, vec![1u8; 5 * MIB as usize]).unwrap();
@@ -342,13 +355,13 @@ fn small_tmpfs_child() {
 
 #[test]
 fn gc_removes_a_segment_only_once_all_its_processes_are_dead() {
-    let mine = new_pool(4 * MIB);
+    let mine = new_shm_pool(4 * MIB);
     assert!(
         !arraypool_core::remove_if_abandoned(mine.name()).unwrap(),
         "never a live pool"
     );
 
-    let mut creator = spawn_child("create", "", "");
+    let mut creator = spawn_child("create-shm", "", "");
     let line = wait_for_line(&mut creator, "CREATED ");
     let name = line.trim_start_matches("CREATED ").to_string();
     let mut attached = spawn_child("stay", &name, "");
@@ -399,4 +412,59 @@ fn a_dead_peer_is_reaped_by_the_allocation_path_on_its_own() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_consistent(&parent);
+}
+
+#[test]
+fn an_anonymous_pool_lives_while_a_member_lives_and_is_gone_with_the_last() {
+    let mut creator = spawn_child("create", "", "");
+    let line = wait_for_line(&mut creator, "CREATED ");
+    let name = line.trim_start_matches("CREATED ").to_string();
+    assert!(memfd::is_memfd_name(&name), "{name}");
+    assert!(!segment_exists(&name), "nothing in /dev/shm");
+    // Attach by name alone (no hint): found through /proc.
+    let mut attached = spawn_child("stay", &name, "");
+    wait_for_line(&mut attached, "STAYING");
+    let held = |n: &str| memfd::list_pools().iter().any(|(p, _)| p == n);
+    assert!(held(&name));
+
+    kill(&mut creator);
+    // The creator is gone: a newcomer still attaches through the survivor,
+    // also when its locator's only hint is the dead creator.
+    let dead_hint = format!("{name}@{}:3", creator.id());
+    let late = Pool::open(&dead_hint, PoolOptions::default()).expect("attach after the creator died");
+    let info = arraypool_core::inspect(&name).expect("inspect through /proc");
+    assert_eq!(info.processes.iter().filter(|p| p.alive).count(), 2, "the survivor and this process: {info:?}");
+    late.close().unwrap();
+    drop(late);
+
+    kill(&mut attached);
+    assert!(!held(&name), "the kernel freed the pool with its last member");
+    assert!(matches!(
+        Pool::open(&name, PoolOptions::default()),
+        Err(arraypool_core::PoolError::SegmentNotFound { .. })
+    ));
+}
+
+#[test]
+fn a_forged_or_foreign_memfd_locator_is_refused() {
+    let pool = new_pool(4 * MIB);
+    // Same pid and fd, another id: the link does not name that pool.
+    let other = memfd::name_of(0xfeed);
+    let forged = format!("{other}@{}:{}", std::process::id(), 0);
+    assert!(matches!(
+        Pool::open(&forged, PoolOptions::default()),
+        Err(arraypool_core::PoolError::SegmentNotFound { .. })
+    ));
+    // A shm name that claims the anonymous prefix is refused at creation.
+    let err = Pool::create(PoolOptions {
+        capacity: Some(4 * MIB),
+        name: Some(memfd::name_of(7)),
+        backing: Backing::Shm,
+        ..Default::default()
+    });
+    assert!(matches!(err, Err(arraypool_core::PoolError::InvalidName { .. })));
+    let locator = pool.locator(None);
+    assert!(locator.starts_with(&format!("{}@{}:", pool.name(), std::process::id())));
+    let again = Pool::open(&locator, PoolOptions::default()).expect("open by locator");
+    again.close().unwrap();
 }

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use arraypool_core::{BlockRef, Handle, Pool, PoolOptions};
+use arraypool_core::{Backing, BlockRef, Handle, Pool, PoolOptions};
 
 /// A pool of `capacity` bytes with a fresh random name; its creator unlinks
 /// it when dropped.
@@ -11,6 +11,16 @@ pub fn new_pool(capacity: u64) -> Pool {
         ..Default::default()
     })
     .expect("create pool")
+}
+
+/// A named /dev/shm pool of `capacity` bytes with a fresh random name.
+pub fn new_shm_pool(capacity: u64) -> Pool {
+    Pool::create(PoolOptions {
+        capacity: Some(capacity),
+        backing: Backing::Shm,
+        ..Default::default()
+    })
+    .expect("create shm pool")
 }
 
 pub fn open(pool: &Pool) -> Pool {
