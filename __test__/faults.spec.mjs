@@ -135,9 +135,10 @@ test.serial('kill storm: workers SIGKILLed and respawned at random, no hang, no 
   t.is(pool.stats().usedBytes, baseline);
 });
 
-test.serial('owner SIGKILLed: attached children keep working; gc removes the segment only once all are dead', async (t) => {
+test.serial('named pool, owner SIGKILLed: attached children keep working; gc removes the segment only once all are dead', async (t) => {
   const env = { ...process.env };
   delete env.ARRAYPOOL_SEGMENT;
+  env.TEST_BACKING = 'shm';
   const owner = fork(fixture('owner.mjs'), [], { env, serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const [{ name }] = await once(owner, 'message');
   const attached = await spawnChild({ env: { ...process.env, ARRAYPOOL_SEGMENT: name } });
@@ -213,19 +214,64 @@ test('full /dev/shm: ERR_NO_SPACE instead of SIGBUS, and the pool keeps serving 
   t.is(result.violation, null);
 });
 
-test('permissions: 0600, 128 random bits in the name, another uid cannot open the segment', (t) => {
-  t.regex(pool.name, /^arraypool-[0-9a-f]{32}$/);
-  const path = `/dev/shm/${pool.name}`;
-  t.is(statSync(path).mode & 0o777, 0o600);
-  t.is(process.getuid(), 0, 'these tests run as root (CI does), so they can drop privileges');
-  // A shell, not Node, opens the file: the Node under test may live where
-  // another uid cannot run it (e.g. a cache under /root).
-  const probe = spawnSync('/bin/sh', ['-c', 'if cat "$0" >/dev/null; then echo OPENED; else echo DENIED; fi', path], {
+/** Tries to read `path` as uid 65534. A shell, not Node, opens it: the Node
+ * under test may live where another uid cannot run it (a cache under /root). */
+function readAsNobody(path) {
+  return spawnSync('/bin/sh', ['-c', 'if cat "$0" >/dev/null; then echo OPENED; else echo DENIED; fi', path], {
     uid: 65534,
     gid: 65534,
     encoding: 'utf8',
     env: { ...process.env, LC_ALL: 'C' },
   });
+}
+
+test('permissions of a named pool: 0600, 128 random bits in the name, another uid cannot open it', (t) => {
+  const id = binding.createPool({ backing: 'shm', capacity: 4 * 2 ** 20 });
+  try {
+    const name = binding.poolName(id);
+    t.regex(name, /^arraypool-[0-9a-f]{32}$/);
+    const path = `/dev/shm/${name}`;
+    t.is(statSync(path).mode & 0o777, 0o600);
+    t.is(process.getuid(), 0, 'these tests run as root (CI does), so they can drop privileges');
+    const probe = readAsNobody(path);
+    t.is(probe.stdout.trim(), 'DENIED');
+    t.regex(probe.stderr, /Permission denied/);
+  } finally {
+    binding.closePool(id);
+  }
+});
+
+test('permissions of an anonymous pool: another uid can neither open it through /proc nor list it', (t) => {
+  t.regex(pool.name, /^arraypool-memfd-[0-9a-f]{32}$/);
+  const [, pid, fd] = /@(\d+):(\d+)/.exec(pool.locator());
+  t.is(Number(pid), process.pid);
+  const path = `/proc/${pid}/fd/${fd}`;
+  t.true(statSync(path).isFile(), 'this process can');
+  const probe = readAsNobody(path);
   t.is(probe.stdout.trim(), 'DENIED');
   t.regex(probe.stderr, /Permission denied/);
+  const ls = spawnSync(process.execPath, [CLI, 'ls'], { encoding: 'utf8' });
+  t.true(ls.stdout.includes(pool.name), ls.stdout);
+});
+
+test("Docker's 64 MiB /dev/shm: an anonymous pool carries a 256 MiB array to a child; a named one says what to do", (t) => {
+  // A private mount namespace with a 64 MiB tmpfs on /dev/shm (root only).
+  const script = `mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "${process.execPath}" "$0" "$1"`;
+  const run = (backing) => {
+    const r = spawnSync('unshare', ['-m', '--', 'sh', '-c', script, fixture('docker-shm.mjs'), backing], {
+      encoding: 'utf8',
+      env: { ...process.env, ARRAYPOOL_SEGMENT: '' },
+    });
+    t.is(r.status, 0, r.stderr);
+    t.is(r.signal, null, 'no SIGBUS');
+    return JSON.parse(r.stdout.trim().split('\n').pop());
+  };
+  const anonymous = run('memfd');
+  t.is(anonymous.code, undefined, anonymous.message);
+  t.is(anonymous.first, 7);
+  t.is(anonymous.last, 42);
+  const named = run('shm');
+  t.is(named.code, 'ERR_POOL_FULL');
+  t.regex(named.message, /\/dev\/shm/);
+  t.regex(named.message, /memfd|--shm-size/);
 });

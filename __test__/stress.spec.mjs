@@ -25,7 +25,11 @@ test.serial('thousands of views in two processes: both exit 0 with views alive, 
   t.is(counts.check, null);
   t.true(counts.views >= 8000, `views made and checked: ${counts.views}`);
   t.regex(counts.segment, /^arraypool-/);
-  t.false(existsSync(`/dev/shm/${counts.segment}`), 'the pool of both processes is gone');
+  t.false(existsSync(`/dev/shm/${counts.segment}`), 'nothing in /dev/shm');
+  t.false(
+    binding.listAnonymousPools().some((p) => p.name === counts.segment),
+    'no process holds the pool of both processes any more',
+  );
 });
 
 test.serial('a view adds its length to V8 external memory, and release takes exactly that off', async (t) => {

@@ -53,7 +53,7 @@ if (role === 'driver') {
     return { reply: { op: 'done' } };
   };
   listen();
-  process.send({ op: 'ready', poolName: getPool().name, workerPid: worker.pid });
+  process.send({ op: 'ready', poolName: getPool().name, poolLocator: getPool().locator(), workerPid: worker.pid });
 } else if (role === 'worker') {
   startPool();
   listen();

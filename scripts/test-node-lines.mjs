@@ -13,10 +13,10 @@
  * line's `node` comes first on PATH, so everything the tests spawn runs on it.
  */
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { newSince, present } from './leftovers.mjs';
 import { LINES, cachedLine, ensureLine } from './node-lines.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -28,8 +28,6 @@ function systemNode(line) {
   const [path, version] = (found.stdout ?? '').trim().split(' ');
   return Number(version?.split('.')[0]) === line ? path : null;
 }
-
-const segments = () => new Set(readdirSync('/dev/shm').filter((n) => n.startsWith('arraypool-')));
 
 function step(node, label, args) {
   const env = { ...process.env, PATH: `${dirname(node)}:${process.env.PATH}` };
@@ -44,11 +42,11 @@ for (const line of lines) {
   // `npm run node-lines` fetched the newest of each line; a cached one is used as it is.
   const node = (line === 20 ? systemNode(20) : null) ?? cachedLine(line) ?? ensureLine(line);
   const version = spawnSync(node, ['--version'], { encoding: 'utf8' }).stdout.trim();
-  const before = segments();
+  const before = present();
   step(node, `${version} shm-typed-array (bench competitor)`, ['benches/build-shm-typed-array.mjs']);
   const demo = step(node, `${version} demo`, ['--expose-gc', 'dist/src/demo.js']);
   const ava = step(node, `${version} ava`, ['node_modules/ava/entrypoints/cli.mjs']);
-  const left = [...segments()].filter((n) => !before.has(n));
+  const left = newSince(before, present());
   const passed = String((ava.stdout.match(/^\s*✔/gm) ?? []).length);
   const failed = /(\d+) tests? failed/.exec(ava.stdout)?.[1] ?? (ava.ok ? '0' : '?');
   const skipped = /(\d+) tests? skipped/.exec(ava.stdout)?.[1] ?? '0';
@@ -59,7 +57,7 @@ for (const line of lines) {
     leftovers: left.length,
     ok: demo.ok && ava.ok && left.length === 0,
   });
-  if (left.length > 0) console.error(`FAIL: ${version} left ${left.length} segment(s) in /dev/shm: ${left.join(', ')}`);
+  if (left.length > 0) console.error(`FAIL: ${version} left ${left.length} pool(s) behind: ${left.join('; ')}`);
 }
 
 console.log('\n=== Node lines');

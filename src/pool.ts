@@ -2,20 +2,40 @@
  * Pools as seen from JS: creating or inheriting the process's pool
  * (`startPool`), opening other pools on demand by name, and leaving them
  * cleanly when the process ends.
+ *
+ * The default pool is anonymous memory (memfd): the kernel frees it with
+ * the last process holding it, so there is nothing to clean up and no
+ * signal handler. Children find it through `ARRAYPOOL_SEGMENT`, which each
+ * member sets to a locator naming itself first (`name@pid:fd,...`), so a
+ * grandchild attaches through its parent even after the creator is gone.
  */
 import { isMainThread } from 'node:worker_threads';
 
 import * as binding from '#binding';
 import { ArrayPoolError, native } from './errors.js';
 
-/** The variable through which a pool's name reaches the processes forked after it. */
+/** The variable through which a pool's locator reaches the processes forked after it. */
 export const SEGMENT_ENV = 'ARRAYPOOL_SEGMENT';
 /** The variable that sets the default pool size (`'512M'`, `'4G'`, bytes). */
 export const SIZE_ENV = 'ARRAYPOOL_SIZE';
 
+/** What backs a pool: anonymous memory (default) or a named file in /dev/shm. */
+export type Backing = 'memfd' | 'shm';
+
 export interface PoolOptions {
-  /** Segment size in bytes or as a string: `'512M'`, `'4G'`, `'64KiB'`. Default: `ARRAYPOOL_SIZE`, else half of /dev/shm (sparse: pages are used only when touched). */
+  /** Segment size in bytes or as a string: `'512M'`, `'4G'`, `'64KiB'`. Default: `ARRAYPOOL_SIZE`, else half of memory (memfd) or of /dev/shm (shm); sparse: pages are used only when touched. */
   size?: number | string;
+  /**
+   * `'memfd'` (default): anonymous shared memory, freed by the kernel when
+   * the last process holding it exits, however it dies; bounded by memory,
+   * not by /dev/shm; other processes of the same user attach through
+   * /proc. `'shm'`: a named file in /dev/shm that unrelated processes
+   * attach by name, also after the creator has gone; removed by the
+   * creator's `close()` or exit, or by `arraypool gc`. Creation only.
+   */
+  backing?: Backing;
+  /** Name of a `'shm'` pool (`arraypool-` + up to 48 of `[A-Za-z0-9_-]`); implies `backing: 'shm'`. Default: random. */
+  name?: string;
   /** Freed blocks at least this large give their pages back to the system (default 256 MiB). */
   punchThreshold?: number;
   /** Longest wait for the pool lock while its holder is alive, in ms (default 10 000). */
@@ -67,8 +87,10 @@ export function parseSize(size: number | string): number {
 }
 
 export class Pool {
-  /** The segment name (in /dev/shm). */
+  /** The pool's name: `arraypool-memfd-<id>` (anonymous) or its /dev/shm name. Handles carry it. */
   readonly name: string;
+  /** What backs it. */
+  readonly backing: Backing;
   /** @internal */
   readonly id: number;
   #closed = false;
@@ -77,15 +99,25 @@ export class Pool {
   constructor(id: number) {
     this.id = id;
     this.name = native(() => binding.poolName(id));
+    this.backing = native(() => binding.poolBacking(id)) as Backing;
   }
 
-  /** Whether this process created the segment (and unlinks it on exit). */
+  /** Whether this process created the pool (for `'shm'`: unlinks its name on close or exit). */
   get isCreator(): boolean {
     return native(() => binding.isCreator(this.id));
   }
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /**
+   * What another process of this user passes to attach (as
+   * `ARRAYPOOL_SEGMENT`, or to `startPool` through it): the name of a named
+   * pool; for an anonymous one, `name@pid:fd,...` with this process first.
+   */
+  locator(): string {
+    return native(() => binding.poolLocator(this.id, process.env[SEGMENT_ENV]));
   }
 
   stats(): PoolStats {
@@ -104,8 +136,8 @@ export class Pool {
   }
 
   /**
-   * Leaves the pool: the creator unlinks the name now (attached processes
-   * keep working), new allocations and attaches fail with ERR_POOL_CLOSED,
+   * Leaves the pool: for a `'shm'` pool the creator unlinks the name now
+   * (attached processes and live views keep working), new allocations and attaches fail with ERR_POOL_CLOSED,
    * and the process's references go as its views are released or collected.
    * Threads share their process's attachment: a thread's close() ends that
    * thread's use, and the process leaves when the last thread using it closes.
@@ -121,7 +153,7 @@ export class Pool {
       defaultPool = undefined;
       // Children forked later must not look for a pool this process removed;
       // a pool inherited from the parent is still there for them.
-      if (created && process.env[SEGMENT_ENV] === this.name) delete process.env[SEGMENT_ENV];
+      if (created && locatorName(process.env[SEGMENT_ENV]) === this.name) delete process.env[SEGMENT_ENV];
     }
   }
 }
@@ -143,11 +175,27 @@ export function poolById(id: number): Pool | undefined {
   return pool && !pool.closed ? pool : undefined;
 }
 
-function nativeConfig(options: PoolOptions, withSize: boolean): binding.PoolConfig {
+/** Names of anonymous pools start with this. */
+const MEMFD_PREFIX = 'arraypool-memfd-';
+
+/** The pool name a locator (`name` or `name@pid:fd,...`) carries. */
+function locatorName(locator: string | undefined): string | undefined {
+  return locator?.split('@')[0];
+}
+
+function nativeConfig(options: PoolOptions, creating: boolean): binding.PoolConfig {
   const config: binding.PoolConfig = {};
-  if (withSize) {
+  if (creating) {
     const size = options.size ?? process.env[SIZE_ENV];
     if (size !== undefined && size !== '') config.capacity = parseSize(size);
+    if (options.backing !== undefined && options.backing !== 'memfd' && options.backing !== 'shm') {
+      throw new ArrayPoolError('ERR_INVALID_ARG', `backing must be 'memfd' or 'shm', got ${JSON.stringify(options.backing)}`);
+    }
+    if (options.name !== undefined && options.backing === 'memfd') {
+      throw new ArrayPoolError('ERR_INVALID_ARG', "a name is for backing: 'shm' pools; anonymous (memfd) pools are found by their id");
+    }
+    config.backing = options.backing ?? (options.name !== undefined ? 'shm' : 'memfd');
+    if (options.name !== undefined) config.name = options.name;
   }
   if (options.punchThreshold !== undefined) config.punchThreshold = options.punchThreshold;
   if (options.lockTimeoutMs !== undefined) config.lockTimeoutMs = options.lockTimeoutMs;
@@ -159,35 +207,65 @@ export function poolByName(name: string): Pool {
   const known = pools.get(name);
   if (known && !known.closed) return known;
   const pool = remember(new Pool(native(() => binding.openPool(name, {}))));
-  installExitHooks();
+  installExitHooks(pool);
   return pool;
 }
 
 /**
  * The initializer a worker calls at start-up (and what every other entry
  * point calls when nothing was started). In a process forked after its
- * parent created a pool, attaches to that pool (the name arrives in
- * `ARRAYPOOL_SEGMENT`) and registers the process; otherwise creates a pool
- * and exports its name to the processes forked afterwards. Idempotent.
+ * parent started a pool, attaches to that pool (its locator arrives in
+ * `ARRAYPOOL_SEGMENT`) and registers the process, unless `backing` or
+ * `name` ask for another pool; a `name` given opens that named pool if it
+ * exists. Otherwise creates a pool. Either way it exports the pool's locator, naming this process first, to
+ * the processes forked afterwards. Idempotent: a second call returns the
+ * same pool, and creation options given then (`size`, `backing`, `name`)
+ * that the pool does not match are an `ERR_INVALID_ARG`.
  */
 export function startPool(options: PoolOptions = {}): Pool {
-  if (defaultPool && !defaultPool.closed) return defaultPool;
-  const inherited = process.env[SEGMENT_ENV];
-  if (inherited) {
+  if (defaultPool && !defaultPool.closed) return checkMatches(defaultPool, options);
+  const inherited = process.env[SEGMENT_ENV] || undefined;
+  // The inherited pool, unless the options ask for another one; a name
+  // given is opened if that pool exists, and created otherwise.
+  const inheritedBacking = locatorName(inherited)?.startsWith(MEMFD_PREFIX) ? 'memfd' : 'shm';
+  const wanted =
+    inherited !== undefined &&
+    (options.name === undefined || options.name === locatorName(inherited)) &&
+    (options.backing === undefined || options.backing === inheritedBacking)
+      ? inherited
+      : options.name;
+  let pool: Pool | undefined;
+  if (wanted !== undefined) {
     try {
-      const pool = remember(new Pool(native(() => binding.openPool(inherited, nativeConfig(options, false)))));
-      defaultPool = pool;
-      installExitHooks();
-      return pool;
+      pool = remember(new Pool(native(() => binding.openPool(wanted, nativeConfig(options, false)))));
     } catch (error) {
-      // The parent's pool is gone (it exited): start a fresh one below.
+      // No member of the parent's pool is left (they all exited), or no pool
+      // has that name yet: start a fresh one below.
       if (!(error instanceof ArrayPoolError && error.code === 'ERR_SEGMENT_NOT_FOUND')) throw error;
     }
   }
-  const pool = remember(new Pool(native(() => binding.createPool(nativeConfig(options, true)))));
+  pool ??= remember(new Pool(native(() => binding.createPool(nativeConfig(options, true)))));
   defaultPool = pool;
-  process.env[SEGMENT_ENV] = pool.name;
-  installExitHooks();
+  const id = pool.id;
+  process.env[SEGMENT_ENV] = native(() => binding.poolLocator(id, inherited));
+  installExitHooks(pool);
+  return pool;
+}
+
+/** `startPool(options)` on a started pool: options that ask for another pool are an error, not ignored. */
+function checkMatches(pool: Pool, options: PoolOptions): Pool {
+  const mismatch = (what: string): never => {
+    throw new ArrayPoolError(
+      'ERR_INVALID_ARG',
+      `startPool: this process already uses pool ${pool.name} (${pool.backing}, ${pool.stats().capacityBytes} bytes), ${what}; ` +
+        'close() it first to start another',
+    );
+  };
+  if (options.backing !== undefined && options.backing !== pool.backing) mismatch(`not a '${options.backing}' pool`);
+  if (options.name !== undefined && options.name !== pool.name) mismatch(`not ${JSON.stringify(options.name)}`);
+  if (options.size !== undefined && parseSize(options.size) !== pool.stats().capacityBytes) {
+    mismatch(`not ${JSON.stringify(options.size)}`);
+  }
   return pool;
 }
 
@@ -197,22 +275,40 @@ export function getPool(): Pool {
 }
 
 let hooksInstalled = false;
+let signalHooksInstalled = false;
 
 /**
- * Leaving on exit. Finalizers do not run on process.exit(), on an uncaught
- * exception or on a signal, so the process leaves its pools explicitly:
- * its references are dropped and the creator unlinks the segment name.
+ * Leaving on exit. Finalizers do not run on process.exit() or on an
+ * uncaught exception, so the process leaves its pools explicitly: its
+ * references are dropped (other members need not reap them) and the
+ * creator of a `'shm'` pool unlinks its name. Neither hook delays a signal.
+ *
+ * Signal listeners only for a `'shm'` pool this process created: its name
+ * would outlive the process. A listener keeps Ctrl-C from ending a process
+ * busy in synchronous code until that code ends, so anonymous pools, which
+ * the kernel frees however the process dies, install none.
  * Worker threads share their process's pools and install nothing.
  */
-function installExitHooks(): void {
-  if (hooksInstalled || !isMainThread) return;
-  hooksInstalled = true;
-  const leave = (): void => binding.shutdown();
-  process.on('exit', leave);
-  process.on('uncaughtExceptionMonitor', () => {
-    // Only when the exception is about to end the process.
-    if (process.listenerCount('uncaughtException') === 0) leave();
-  });
+function installExitHooks(pool: Pool): void {
+  if (!isMainThread) return;
+  if (!hooksInstalled) {
+    hooksInstalled = true;
+    process.on('exit', leave);
+    process.on('uncaughtExceptionMonitor', () => {
+      // Only when the exception is about to end the process.
+      if (process.listenerCount('uncaughtException') === 0) leave();
+    });
+  }
+  if (pool.backing === 'shm' && pool.isCreator) installSignalHooks();
+}
+
+function leave(): void {
+  binding.shutdown();
+}
+
+function installSignalHooks(): void {
+  if (signalHooksInstalled) return;
+  signalHooksInstalled = true;
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     const onSignal = (): void => {
       // Another handler owns this signal: it decides whether to exit, and

@@ -230,7 +230,7 @@ export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> im
   #spawn(): void {
     const child = fork(RUNNER, [JSON.stringify(this.#config)], {
       serialization: this.#serialization,
-      env: { ...process.env, [SEGMENT_ENV]: this.#pool.name },
+      env: { ...process.env, [SEGMENT_ENV]: this.#pool.locator() },
     });
     let markExited!: () => void;
     const exited = new Promise<void>((resolve) => (markExited = resolve));

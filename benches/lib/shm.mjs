@@ -65,10 +65,16 @@ export function runnable(competitors) {
   }
 }
 
-/** Bytes of memory a /dev/shm file holds (tmpfs pages actually allocated), 0 if gone. */
-export function residentBytes(name) {
+/**
+ * Bytes of memory a pool or a /dev/shm file holds (shmem pages actually
+ * allocated), 0 if gone. An anonymous pool is given by its locator
+ * (`name@pid:fd,...`) and measured through its first member's fd.
+ */
+export function residentBytes(nameOrLocator) {
+  const member = /^arraypool-memfd-[0-9a-f]+@(\d+):(\d+)/.exec(nameOrLocator);
+  const path = member ? `/proc/${member[1]}/fd/${member[2]}` : `/dev/shm/${nameOrLocator.replace(/^\//, '')}`;
   try {
-    return statSync(`/dev/shm/${name.replace(/^\//, '')}`).blocks * 512;
+    return statSync(path).blocks * 512;
   } catch {
     return 0;
   }

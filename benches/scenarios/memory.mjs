@@ -12,7 +12,8 @@
  * per sample:
  *
  *   memory = Σ over the two processes (Pss − Pss_Shmem)     private memory
- *          + Σ over the run's /dev/shm files (st_blocks × 512) shared memory, once
+ *          + the pool's resident shmem (st_blocks × 512 of its memfd, through
+ *            the driver's fd) and the run's /dev/shm files, shared memory once
  *
  * Pss (proportional set size, /proc/<pid>/smaps_rollup) already splits shared
  * pages between their users; its shmem part is replaced by the resident size
@@ -102,9 +103,9 @@ async function measureCompetitor(competitor, length, poolNames) {
   delete env.ARRAYPOOL_SEGMENT; // the driver makes a pool of its own
   const driver = new BenchChild('driver', { env });
   try {
-    const { poolName, workerPid } = await driver.ready();
+    const { poolName, poolLocator, workerPid } = await driver.ready();
     poolNames.push(poolName);
-    const sampler = new MemorySampler([driver.pid, workerPid], poolName);
+    const sampler = new MemorySampler([driver.pid, workerPid], poolLocator);
     const idle = [];
     for (let i = 0; i < 5; i++) {
       idle.push(sampler.sample().total);

@@ -13,6 +13,8 @@ pub enum PoolError {
         free: u64,
         /// The largest request that would succeed now (data bytes).
         largest_free: u64,
+        /// A named /dev/shm pool, whose size /dev/shm bounds (the message says what to do).
+        named: bool,
     },
     /// The pool had room, but `/dev/shm` could not back the pages
     /// (tmpfs full). Reported instead of the SIGBUS a first touch would raise.
@@ -83,13 +85,25 @@ impl fmt::Display for PoolError {
                 requested,
                 free,
                 largest_free,
-            } => write!(
-                f,
-                "pool full: requested {requested} bytes, {free} bytes free, largest free block {largest_free} bytes"
-            ),
+                named,
+            } => {
+                write!(
+                    f,
+                    "pool full: requested {requested} bytes, {free} bytes free, largest free block {largest_free} bytes"
+                )?;
+                if *named {
+                    write!(
+                        f,
+                        "; a named ('shm') pool is sized within /dev/shm (half of it by default): use the default \
+                         anonymous (memfd) backing, which /dev/shm does not bound, or give /dev/shm more room \
+                         (docker run --shm-size=1g) and a larger size"
+                    )?;
+                }
+                Ok(())
+            }
             PoolError::NoSpace { requested } => write!(
                 f,
-                "/dev/shm has no space left to back {requested} bytes (the pool is larger than the free tmpfs)"
+                "no memory left to back {requested} bytes (a named pool: /dev/shm is full; an anonymous one: the memory or cgroup limit)"
             ),
             PoolError::StaleHandle { offset, generation } => write!(
                 f,

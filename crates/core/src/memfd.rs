@@ -33,12 +33,17 @@ const SIZE_SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_GROW
 pub const MAX_HINTS: usize = 4;
 
 pub fn is_memfd_name(name: &str) -> bool {
-    name.strip_prefix('/').unwrap_or(name).starts_with(MEMFD_PREFIX)
+    name.strip_prefix('/')
+        .unwrap_or(name)
+        .starts_with(MEMFD_PREFIX)
 }
 
 /// The 128-bit id an anonymous pool's name carries, if it is well formed.
 pub fn id_of(name: &str) -> Option<u128> {
-    let hex = name.strip_prefix('/').unwrap_or(name).strip_prefix(MEMFD_PREFIX)?;
+    let hex = name
+        .strip_prefix('/')
+        .unwrap_or(name)
+        .strip_prefix(MEMFD_PREFIX)?;
     if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -102,8 +107,11 @@ pub fn create(name: &str, capacity: u64) -> Result<OwnedFd> {
         reason: "larger than a file offset".into(),
     })?;
     nix::unistd::ftruncate(&fd, size).map_err(|e| PoolError::os("ftruncate", e))?;
-    fcntl(fd.as_fd(), FcntlArg::F_ADD_SEALS(SIZE_SEALS | SealFlag::F_SEAL_SEAL))
-        .map_err(|e| PoolError::os("fcntl(F_ADD_SEALS)", e))?;
+    fcntl(
+        fd.as_fd(),
+        FcntlArg::F_ADD_SEALS(SIZE_SEALS | SealFlag::F_SEAL_SEAL),
+    )
+    .map_err(|e| PoolError::os("fcntl(F_ADD_SEALS)", e))?;
     Ok(fd)
 }
 
@@ -120,7 +128,12 @@ fn open_member(name: &str, pid: u32, fd: i32) -> Option<OwnedFd> {
     if target.as_os_str() != link_target(name).as_str() {
         return None;
     }
-    let file = open(path.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
+    let file = open(
+        path.as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
     let st = fstat(&file).ok()?;
     let regular = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG;
     let ours = st.st_uid == nix::unistd::geteuid().as_raw();
@@ -150,7 +163,11 @@ fn for_each_memfd(mut f: impl FnMut(u32, i32, &str)) {
     };
     let prefix = format!("/memfd:{MEMFD_PREFIX}");
     for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if entry.metadata().map(|m| m.uid()).ok() != Some(uid) {
@@ -160,7 +177,11 @@ fn for_each_memfd(mut f: impl FnMut(u32, i32, &str)) {
             continue;
         };
         for fd_entry in fds.flatten() {
-            let Some(fd) = fd_entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            let Some(fd) = fd_entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
                 continue;
             };
             if let Ok(link) = std::fs::read_link(fd_entry.path()) {
@@ -214,14 +235,23 @@ mod tests {
     #[test]
     fn locators_round_trip_and_reject_bad_names() {
         let name = name_of(0xabc);
-        let text = Locator::format(&name, (10, 3), &[(11, 4), (10, 3), (12, 5), (13, 6), (14, 7)]);
+        let text = Locator::format(
+            &name,
+            (10, 3),
+            &[(11, 4), (10, 3), (12, 5), (13, 6), (14, 7)],
+        );
         let parsed = Locator::parse(&text).expect("parse");
         assert_eq!(parsed.name, name);
         assert_eq!(parsed.hints, vec![(10, 3), (11, 4), (12, 5), (13, 6)]);
         assert_eq!(Locator::parse(&name).map(|l| l.hints.len()).ok(), Some(0));
         let bad_hints = Locator::parse(&format!("{name}@x:1,2:-1,3,4:5")).expect("parse");
         assert_eq!(bad_hints.hints, vec![(4, 5)]);
-        for bad in ["arraypool-memfd-xyz", "arraypool-abc@1:2", "", "arraypool-memfd-"] {
+        for bad in [
+            "arraypool-memfd-xyz",
+            "arraypool-abc@1:2",
+            "",
+            "arraypool-memfd-",
+        ] {
             assert!(Locator::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -230,14 +260,25 @@ mod tests {
     fn a_pool_file_is_sealed_and_found_in_proc() {
         let name = name_of(0x1234_5678_9abc_def0_1122_3344_5566_7788);
         let fd = create(&name, 1 << 20).expect("create");
-        assert!(nix::unistd::ftruncate(&fd, 1 << 10).is_err(), "shrink is sealed");
-        assert!(nix::unistd::ftruncate(&fd, 1 << 21).is_err(), "grow is sealed");
+        assert!(
+            nix::unistd::ftruncate(&fd, 1 << 10).is_err(),
+            "shrink is sealed"
+        );
+        assert!(
+            nix::unistd::ftruncate(&fd, 1 << 21).is_err(),
+            "grow is sealed"
+        );
         let listed = list_pools();
-        assert!(listed.iter().any(|(n, holders)| *n == name && !holders.is_empty()));
+        assert!(listed
+            .iter()
+            .any(|(n, holders)| *n == name && !holders.is_empty()));
         // Opening through our own /proc entry works as another process would.
         use std::os::fd::AsRawFd;
         let me = std::process::id();
         assert!(open_member(&name, me, fd.as_raw_fd()).is_some());
-        assert!(open_member(&name_of(1), me, fd.as_raw_fd()).is_none(), "another name's link");
+        assert!(
+            open_member(&name_of(1), me, fd.as_raw_fd()).is_none(),
+            "another name's link"
+        );
     }
 }

@@ -13,8 +13,8 @@ use crate::error::{PoolError, Result};
 use crate::handle::Handle;
 use crate::layout::*;
 use crate::lock::{self, Acquired};
-use crate::refs::{self, Dropped};
 use crate::memfd;
+use crate::refs::{self, Dropped};
 use crate::segment::{self, Backing, Segment};
 use crate::view::SegmentView;
 
@@ -194,7 +194,9 @@ fn default_capacity(backing: Backing) -> Result<u64> {
 
 /// Physical memory, or the cgroup's limit when it is lower (containers).
 fn memory_bytes() -> u64 {
-    let pages = nix::unistd::sysconf(nix::unistd::SysconfVar::_PHYS_PAGES).ok().flatten();
+    let pages = nix::unistd::sysconf(nix::unistd::SysconfVar::_PHYS_PAGES)
+        .ok()
+        .flatten();
     let physical = pages.map_or(0, |p| p.max(0) as u64).saturating_mul(PAGE);
     let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
         .ok()
@@ -242,11 +244,11 @@ impl Pool {
             (Some(n), Backing::Shm) => n.clone(),
             (None, Backing::Shm) => format!("{}{id:032x}", segment::NAME_PREFIX),
             (None, Backing::Memfd) => memfd::name_of(id),
-            (Some(n), Backing::Memfd) => {
-                return Err(PoolError::InvalidName {
-                    name: format!("{n} (only named /dev/shm pools take a name; anonymous pools are found by id)"),
-                })
-            }
+            (Some(n), Backing::Memfd) => return Err(PoolError::InvalidName {
+                name: format!(
+                    "{n} (only named /dev/shm pools take a name; anonymous pools are found by id)"
+                ),
+            }),
         };
         // Holds slot 0's liveness lock from its first moment (see `Segment::create`).
         let segment = Segment::create(&name, capacity, backing)?;
@@ -303,7 +305,10 @@ impl Pool {
             // must be the pool its name promises, not merely a valid one.
             if header_id(&view) != expected {
                 return Err(PoolError::InvalidSegment {
-                    reason: format!("the file found for {} carries another pool id", segment.name()),
+                    reason: format!(
+                        "the file found for {} carries another pool id",
+                        segment.name()
+                    ),
                 });
             }
         }
@@ -455,6 +460,7 @@ impl Pool {
                     requested: len,
                     free: stats.free_bytes,
                     largest_free: stats.largest_free_bytes,
+                    named: self.backing() == Backing::Shm,
                 });
             }
         };
@@ -476,6 +482,7 @@ impl Pool {
                                 requested: len,
                                 free: heap_bytes - h.used_bytes.load(Relaxed),
                                 largest_free: heap.largest_free().saturating_sub(BLOCK_HEADER_SIZE),
+                                named: self.backing() == Backing::Shm,
                             });
                         }
                     }

@@ -332,7 +332,9 @@ fn small_tmpfs_child() {
     assert_eq!(total, 8 * MIB, "runs inside its own 8 MiB tmpfs");
     // An anonymous pool is not bounded by /dev/shm: 64 MiB in an 8 MiB tmpfs.
     let anonymous = new_pool(64 * MIB);
-    let big = anonymous.allocate(32 * MIB, false).expect("memfd pool beyond /dev/shm's size");
+    let big = anonymous
+        .allocate(32 * MIB, false)
+        .expect("memfd pool beyond /dev/shm's size");
     fill(&anonymous, &big, 7);
     anonymous.release(big.offset, big.generation).unwrap();
     println!("MEMFD_OK");
@@ -431,14 +433,22 @@ fn an_anonymous_pool_lives_while_a_member_lives_and_is_gone_with_the_last() {
     // The creator is gone: a newcomer still attaches through the survivor,
     // also when its locator's only hint is the dead creator.
     let dead_hint = format!("{name}@{}:3", creator.id());
-    let late = Pool::open(&dead_hint, PoolOptions::default()).expect("attach after the creator died");
+    let late =
+        Pool::open(&dead_hint, PoolOptions::default()).expect("attach after the creator died");
     let info = arraypool_core::inspect(&name).expect("inspect through /proc");
-    assert_eq!(info.processes.iter().filter(|p| p.alive).count(), 2, "the survivor and this process: {info:?}");
+    assert_eq!(
+        info.processes.iter().filter(|p| p.alive).count(),
+        2,
+        "the survivor and this process: {info:?}"
+    );
     late.close().unwrap();
     drop(late);
 
     kill(&mut attached);
-    assert!(!held(&name), "the kernel freed the pool with its last member");
+    assert!(
+        !held(&name),
+        "the kernel freed the pool with its last member"
+    );
     assert!(matches!(
         Pool::open(&name, PoolOptions::default()),
         Err(arraypool_core::PoolError::SegmentNotFound { .. })
@@ -462,7 +472,10 @@ fn a_forged_or_foreign_memfd_locator_is_refused() {
         backing: Backing::Shm,
         ..Default::default()
     });
-    assert!(matches!(err, Err(arraypool_core::PoolError::InvalidName { .. })));
+    assert!(matches!(
+        err,
+        Err(arraypool_core::PoolError::InvalidName { .. })
+    ));
     let locator = pool.locator(None);
     assert!(locator.starts_with(&format!("{}@{}:", pool.name(), std::process::id())));
     let again = Pool::open(&locator, PoolOptions::default()).expect("open by locator");

@@ -77,7 +77,9 @@ fn full_pool_reports_requested_free_and_largest() {
             requested,
             free,
             largest_free,
+            named,
         }) => {
+            assert!(!named, "an anonymous pool");
             assert_eq!(requested, MIB + 1);
             assert!(
                 free < MIB && largest_free <= free,

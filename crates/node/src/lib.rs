@@ -11,7 +11,7 @@ mod views;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arraypool_core::{Handle, Pool, PoolOptions};
+use arraypool_core::{Backing, Handle, Pool, PoolOptions};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -30,8 +30,11 @@ pub fn layout_version() -> u32 {
 pub struct PoolConfig {
     /// Segment size in bytes (creation only).
     pub capacity: Option<f64>,
-    /// Segment name (creation only); random when absent.
+    /// Segment name (creation only, named /dev/shm pools); random when absent.
     pub name: Option<String>,
+    /// `'memfd'` (default: anonymous, freed with its last process) or
+    /// `'shm'` (a named file in /dev/shm). Creation only.
+    pub backing: Option<String>,
     /// Freed blocks at least this large return their pages to the system.
     pub punch_threshold: Option<f64>,
     /// Longest wait for the pool lock held by a live process, in ms.
@@ -44,6 +47,19 @@ fn options(config: Option<PoolConfig>) -> JsResult<PoolOptions> {
         if let Some(cap) = c.capacity {
             o.capacity = Some(to_u64(cap, "capacity", "ERR_INVALID_ARG")?);
         }
+        o.backing = match c.backing.as_deref() {
+            None | Some("memfd") => Backing::Memfd,
+            Some("shm") => Backing::Shm,
+            Some(other) => {
+                return Err(coded(
+                    "ERR_INVALID_ARG",
+                    format!(
+                        "backing must be 'memfd' or 'shm', got {:?}",
+                        other.chars().take(40).collect::<String>()
+                    ),
+                ))
+            }
+        };
         o.name = c.name;
         if let Some(t) = c.punch_threshold {
             o.punch_threshold = to_u64(t, "punchThreshold", "ERR_INVALID_ARG")?;
@@ -81,10 +97,11 @@ pub fn create_pool(config: Option<PoolConfig>) -> Result<u32, Code> {
     Ok(add_pool(pool))
 }
 
-/// Opens (or finds already open in this process) the pool named `name`.
+/// Opens (or finds already open in this process) the pool a locator names:
+/// a name, or `name@pid:fd,...` for an anonymous pool (see core `memfd`).
 #[napi]
 pub fn open_pool(name: String, config: Option<PoolConfig>) -> Result<u32, Code> {
-    let bare = arraypool_core::validate_name(&name)
+    let bare = arraypool_core::validate_name(name.split('@').next().unwrap_or_default())
         .map_err(from_pool)?
         .to_string();
     {
@@ -101,8 +118,25 @@ pub fn open_pool(name: String, config: Option<PoolConfig>) -> Result<u32, Code> 
             return Ok(id as u32);
         }
     }
-    let pool = Pool::open(&bare, options(config)?).map_err(from_pool)?;
+    let pool = Pool::open(&name, options(config)?).map_err(from_pool)?;
     Ok(add_pool(pool))
+}
+
+/// What children pass to `open_pool` to attach: for an anonymous pool, its
+/// name with this process's pid and fd ahead of `inherited`'s hints.
+#[napi]
+pub fn pool_locator(id: u32, inherited: Option<String>) -> Result<String, Code> {
+    Ok(any_pool(id)?.locator(inherited.as_deref()))
+}
+
+/// `'memfd'` or `'shm'`.
+#[napi]
+pub fn pool_backing(id: u32) -> Result<String, Code> {
+    Ok(match any_pool(id)?.backing() {
+        Backing::Memfd => "memfd",
+        Backing::Shm => "shm",
+    }
+    .to_string())
 }
 
 fn pool(id: u32) -> JsResult<Arc<Pool>> {

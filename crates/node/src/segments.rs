@@ -34,6 +34,26 @@ pub fn list_segments() -> Result<Vec<String>, Code> {
     arraypool_core::list_segments().map_err(from_pool)
 }
 
+#[napi(object)]
+pub struct AnonymousPoolEntry {
+    pub name: String,
+    /// Processes of this user holding it (the kernel frees it with the last).
+    pub holder_pids: Vec<u32>,
+}
+
+/// This user's anonymous (memfd) pools, found through /proc.
+#[napi]
+pub fn list_anonymous_pools() -> Vec<AnonymousPoolEntry> {
+    arraypool_core::memfd::list_pools()
+        .into_iter()
+        .map(|(name, holders)| {
+            let mut holder_pids: Vec<u32> = holders.into_iter().map(|(pid, _)| pid).collect();
+            holder_pids.dedup();
+            AnonymousPoolEntry { name, holder_pids }
+        })
+        .collect()
+}
+
 /// A snapshot of a segment, without joining its pool.
 #[napi]
 pub fn inspect_segment(name: String) -> Result<SegmentEntry, Code> {

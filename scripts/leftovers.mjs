@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+/**
+ * What a test run leaves behind, counting only what appeared during the run
+ * (other users of arraypool on the machine are left out):
+ * - named segments in /dev/shm (`arraypool-*`);
+ * - anonymous pools still held by some process (a test process still alive).
+ *
+ *   node scripts/leftovers.mjs snapshot   # before the tests (npm test does this)
+ *   node scripts/leftovers.mjs check      # after: exit 1 if anything new is left
+ */
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import * as binding from '../binding.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const SNAPSHOT = join(root, 'node_modules', '.cache', 'arraypool-leftovers.json');
+
+/** The named segments and the anonymous pools (with holders) there are now. */
+export function present() {
+  return {
+    named: readdirSync('/dev/shm').filter((n) => n.startsWith('arraypool-')),
+    anonymous: binding.listAnonymousPools().map((p) => ({ name: p.name, holders: p.holderPids })),
+  };
+}
+
+/** What is in `after` and not in `before`, as lines to print. */
+export function newSince(before, after) {
+  const named = after.named.filter((n) => !before.named.includes(n)).map((n) => `/dev/shm/${n}`);
+  const known = new Set(before.anonymous.map((p) => p.name));
+  const anonymous = after.anonymous
+    .filter((p) => !known.has(p.name))
+    .map((p) => `${p.name} (anonymous, still held by pid ${p.holders.join(', ')})`);
+  return [...named, ...anonymous];
+}
+
+const command = process.argv[2];
+if (command === 'snapshot') {
+  mkdirSync(dirname(SNAPSHOT), { recursive: true });
+  writeFileSync(SNAPSHOT, JSON.stringify(present()));
+} else if (command === 'check') {
+  let before = { named: [], anonymous: [] };
+  try {
+    before = JSON.parse(readFileSync(SNAPSHOT, 'utf8'));
+  } catch {
+    console.error('no snapshot (run `node scripts/leftovers.mjs snapshot` first): counting everything');
+  }
+  const left = newSince(before, present());
+  if (left.length > 0) {
+    console.error(`FAIL: the tests left ${left.length} pool(s) behind: ${left.join('; ')}`);
+    process.exit(1);
+  }
+  console.log('nothing left behind: no new /dev/shm segment, no anonymous pool still held');
+} else if (command !== undefined) {
+  console.error('usage: node scripts/leftovers.mjs snapshot | check');
+  process.exit(2);
+}
