@@ -62,15 +62,16 @@ const SCENARIOS = [
 ];
 
 function parseArgs(argv) {
-  const options = { quick: false, json: false, jsonPath: undefined, save: false, only: undefined };
+  const options = { quick: false, json: false, jsonPath: undefined, save: false, only: undefined, backing: undefined };
   for (const arg of argv) {
     if (arg === '--quick') options.quick = true;
     else if (arg === '--json') options.json = true;
     else if (arg.startsWith('--json=')) options.jsonPath = arg.slice('--json='.length);
     else if (arg === '--save') options.save = true;
     else if (arg.startsWith('--only=')) options.only = arg.slice('--only='.length).split(',');
+    else if (arg.startsWith('--backing=')) options.backing = arg.slice('--backing='.length);
     else if (arg === '--help' || arg === '-h') {
-      console.log(`usage: npm run bench -- [--quick] [--json | --json=PATH] [--save] [--only=${SCENARIOS.map((s) => s.id).join(',')}]`);
+      console.log(`usage: npm run bench -- [--quick] [--json | --json=PATH] [--save] [--backing=memfd|shm] [--only=${SCENARIOS.map((s) => s.id).join(',')}]`);
       process.exit(0);
     } else throw new Error(`unknown argument ${JSON.stringify(arg)} (try --help)`);
   }
@@ -91,7 +92,7 @@ async function main() {
   const started = performance.now();
   const results = { mode, date: new Date().toISOString(), machine: describeMachine(), config, scenarios: [] };
   // Before any fork: the workers inherit this pool through ARRAYPOOL_SEGMENT.
-  const pool = startPool({ size: config.poolSize });
+  const pool = startPool({ size: config.poolSize, backing: options.backing });
   const poolNames = [pool.name];
   let leftovers = [];
   try {

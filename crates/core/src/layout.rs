@@ -220,6 +220,16 @@ mod tests {
     }
 
     #[test]
+    fn header_offsets_match_layout_md() {
+        use std::mem::offset_of;
+        assert_eq!(offset_of!(SegmentHeader, processes), 7648);
+        assert_eq!(offset_of!(SegmentHeader, reserved_until), 11744);
+        assert_eq!(offset_of!(SegmentHeader, pool_id), 11752);
+        let g = Geometry::for_capacity(1 << 20).expect("1 MiB is enough");
+        assert_eq!(g.header_size, 11776, "version 2 kept the header size");
+    }
+
+    #[test]
     fn tiny_capacity_has_no_geometry() {
         assert!(Geometry::for_capacity(4096).is_none());
         let min = Geometry::min_capacity();

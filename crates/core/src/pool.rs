@@ -244,11 +244,13 @@ impl Pool {
             (Some(n), Backing::Shm) => n.clone(),
             (None, Backing::Shm) => format!("{}{id:032x}", segment::NAME_PREFIX),
             (None, Backing::Memfd) => memfd::name_of(id),
-            (Some(n), Backing::Memfd) => return Err(PoolError::InvalidName {
-                name: format!(
+            (Some(n), Backing::Memfd) => {
+                return Err(PoolError::InvalidName {
+                    name: format!(
                     "{n} (only named /dev/shm pools take a name; anonymous pools are found by id)"
                 ),
-            }),
+                })
+            }
         };
         // Holds slot 0's liveness lock from its first moment (see `Segment::create`).
         let segment = Segment::create(&name, capacity, backing)?;

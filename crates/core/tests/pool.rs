@@ -4,7 +4,7 @@
 
 mod common;
 
-use arraypool_core::{Handle, Pool, PoolError, PoolOptions};
+use arraypool_core::{Backing, Handle, Pool, PoolError, PoolOptions};
 use common::*;
 
 const MIB: u64 = 1 << 20;
@@ -382,7 +382,7 @@ fn full_pool_reaps_dead_processes_before_failing() {
 
 #[test]
 fn closing_releases_references_and_creator_unlinks() {
-    let pool = new_pool(4 * MIB);
+    let pool = new_shm_pool(4 * MIB);
     let name = pool.name().to_string();
     let user = open(&pool);
     let kept = user.allocate(100, false).unwrap();
@@ -408,11 +408,7 @@ fn large_freed_blocks_return_their_pages_and_are_reserved_again() {
     .unwrap();
     let big = pool.allocate(16 * MIB, false).unwrap();
     fill(&pool, &big, 1);
-    let resident = || {
-        let path = format!("/dev/shm/{}", pool.name());
-        let meta = std::fs::metadata(path).unwrap();
-        std::os::unix::fs::MetadataExt::blocks(&meta) * 512
-    };
+    let resident = || resident_bytes(&pool);
     assert!(resident() >= 16 * MIB);
     pool.release(big.offset, big.generation).unwrap();
     assert!(
@@ -443,12 +439,22 @@ fn bad_capacities_and_names_are_refused() {
     let (total, _) = arraypool_core::shm_filesystem_bytes().unwrap();
     let too_big = Pool::create(PoolOptions {
         capacity: Some(total + 4096),
+        backing: Backing::Shm,
         ..Default::default()
     });
     assert!(matches!(too_big, Err(PoolError::InvalidCapacity { .. })));
+    let beyond_layout = Pool::create(PoolOptions {
+        capacity: Some((1 << 50) + 4096),
+        ..Default::default()
+    });
+    assert!(matches!(
+        beyond_layout,
+        Err(PoolError::InvalidCapacity { .. })
+    ));
     let bad_name = Pool::create(PoolOptions {
         name: Some("/etc/x".into()),
         capacity: Some(MIB),
+        backing: Backing::Shm,
         ..Default::default()
     });
     assert!(matches!(bad_name, Err(PoolError::InvalidName { .. })));
@@ -471,7 +477,7 @@ fn a_segment_that_is_not_a_pool_is_refused() {
         got.err()
     );
     // A real pool whose size was changed behind its back is refused too.
-    let pool = new_pool(2 * MIB);
+    let pool = new_shm_pool(2 * MIB);
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/dev/shm/{}", pool.name()))
@@ -731,8 +737,7 @@ fn handles_into_never_used_memory_are_invalid_and_check_does_not_touch_it() {
         Err(PoolError::InvalidHandle { .. })
     ));
     assert_consistent(&pool);
-    let meta = std::fs::metadata(format!("/dev/shm/{}", pool.name())).unwrap();
-    let resident = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+    let resident = resident_bytes(&pool);
     assert!(
         resident < 8 * MIB,
         "a 1 GiB pool after check() holds {resident} bytes"

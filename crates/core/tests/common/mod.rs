@@ -55,3 +55,18 @@ pub fn data(pool: &Pool, block: &BlockRef) -> Vec<u8> {
 pub fn segment_exists(name: &str) -> bool {
     std::path::Path::new(&format!("/dev/shm/{name}")).exists()
 }
+
+/// Bytes of shmem the pool's file holds now (through /dev/shm for a named
+/// pool, through this process's fd for an anonymous one).
+pub fn resident_bytes(pool: &Pool) -> u64 {
+    let path = match pool.backing() {
+        Backing::Shm => format!("/dev/shm/{}", pool.name()),
+        Backing::Memfd => {
+            let locator = pool.locator(None);
+            let fd = locator.rsplit(':').next().unwrap_or_default().to_string();
+            format!("/proc/self/fd/{fd}")
+        }
+    };
+    let meta = std::fs::metadata(path).expect("stat the pool file");
+    std::os::unix::fs::MetadataExt::blocks(&meta) * 512
+}
