@@ -14,6 +14,7 @@ import { collectGarbage, spawnChild } from './helpers.mjs';
 
 const OWNER = fileURLToPath(new URL('./fixtures/owner.mjs', import.meta.url));
 const THREAD = fileURLToPath(new URL('./fixtures/thread.mjs', import.meta.url));
+const CLI = fileURLToPath(new URL('../dist/src/cli.js', import.meta.url));
 
 startPool({ size: '64M' });
 
@@ -99,6 +100,14 @@ for (const signal of ['SIGHUP', 'SIGQUIT', 'SIGUSR2', 'SIGALRM', 'SIGKILL']) {
       const [, got] = await owner.exited;
       t.is(got, signal);
       t.deepEqual(holders(owner.name), [attached.child.pid], 'the attached child still holds the pool');
+      if (signal === 'SIGKILL') {
+        // The CLI finds it through /proc, with its members alive and dead; gc has nothing to do.
+        const ls = spawnSync(process.execPath, [CLI, 'ls'], { encoding: 'utf8' }).stdout;
+        t.regex(ls, new RegExp(`${owner.name}\\tmemfd\\t.*1 alive / 1 dead\\tin use`));
+        const gc = spawnSync(process.execPath, [CLI, 'gc'], { encoding: 'utf8' }).stdout;
+        t.false(gc.includes(`removed ${owner.name}`));
+        t.regex(gc, /anonymous pool\(s\) in use: nothing to do/);
+      }
       attached.child.kill('SIGKILL');
       await attached.exited;
     } finally {
