@@ -26,10 +26,10 @@ test.serial('thousands of views in two processes: both exit 0 with views alive, 
   t.true(counts.views >= 8000, `views made and checked: ${counts.views}`);
   t.regex(counts.segment, /^arraypool-/);
   t.false(existsSync(`/dev/shm/${counts.segment}`), 'nothing in /dev/shm');
-  t.false(
-    binding.listAnonymousPools().some((p) => p.name === counts.segment),
-    'no process holds the pool of both processes any more',
-  );
+  // Bounded looks: another test's `arraypool ls` may hold every pool for a moment.
+  const held = () => binding.listAnonymousPools().some((p) => p.name === counts.segment);
+  for (let i = 0; i < 200 && held(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  t.false(held(), 'no process holds the pool of both processes any more');
 });
 
 test.serial('a view adds its length to V8 external memory, and release takes exactly that off', async (t) => {

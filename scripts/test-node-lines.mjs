@@ -62,7 +62,7 @@ for (const line of lines) {
 
 console.log('\n=== Node lines');
 for (const s of summary) {
-  console.log(`${s.ok ? 'ok  ' : 'FAIL'} ${s.version.padEnd(9)} demo ${s.demo}; ava ${s.ava}; left in /dev/shm: ${s.leftovers}`);
+  console.log(`${s.ok ? 'ok  ' : 'FAIL'} ${s.version.padEnd(9)} demo ${s.demo}; ava ${s.ava}; pools left behind: ${s.leftovers}`);
 }
 const good = summary.filter((s) => s.ok).length;
 console.log(`Node lines green: ${good} of ${summary.length}`);

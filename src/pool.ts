@@ -219,10 +219,14 @@ export function poolByName(name: string): Pool {
  * `name` ask for another pool; a `name` given opens that named pool if it
  * exists. Otherwise creates a pool. Either way it exports the pool's locator, naming this process first, to
  * the processes forked afterwards. Idempotent: a second call returns the
- * same pool, and creation options given then (`size`, `backing`, `name`)
- * that the pool does not match are an `ERR_INVALID_ARG`.
+ * same pool; a `backing` or `name` it does not match, or (in the process
+ * that created it) another `size`, is an `ERR_INVALID_ARG`. A process that
+ * attaches takes the pool's size as it is.
  */
 export function startPool(options: PoolOptions = {}): Pool {
+  if (options.name !== undefined && options.backing === 'memfd') {
+    throw new ArrayPoolError('ERR_INVALID_ARG', "a name is for backing: 'shm' pools; anonymous (memfd) pools are found by their id");
+  }
   if (defaultPool && !defaultPool.closed) return checkMatches(defaultPool, options);
   const inherited = process.env[SEGMENT_ENV] || undefined;
   // The inherited pool, unless the options ask for another one; a name
@@ -263,7 +267,8 @@ function checkMatches(pool: Pool, options: PoolOptions): Pool {
   };
   if (options.backing !== undefined && options.backing !== pool.backing) mismatch(`not a '${options.backing}' pool`);
   if (options.name !== undefined && options.name !== pool.name) mismatch(`not ${JSON.stringify(options.name)}`);
-  if (options.size !== undefined && parseSize(options.size) !== pool.stats().capacityBytes) {
+  // The size is the creator's: a process that attached took the pool as it is.
+  if (options.size !== undefined && pool.isCreator && parseSize(options.size) !== pool.stats().capacityBytes) {
     mismatch(`not ${JSON.stringify(options.size)}`);
   }
   return pool;

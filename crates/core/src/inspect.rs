@@ -88,6 +88,10 @@ pub fn inspect(name: &str) -> Result<SegmentInfo> {
 /// processes are dead, or it never became a pool). Returns whether it did.
 /// A segment with a live process is never removed.
 pub fn remove_if_abandoned(name: &str) -> Result<bool> {
+    if crate::memfd::is_memfd_name(name) {
+        // Nothing to remove: the kernel frees an anonymous pool with its last holder.
+        return Ok(false);
+    }
     let info = inspect(name)?;
     if info.any_alive || being_created(&info) {
         return Ok(false);

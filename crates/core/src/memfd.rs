@@ -16,11 +16,15 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
+use std::os::fd::AsRawFd;
+
+use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::stat::{fstat, Mode, SFlag};
 
 use crate::error::{PoolError, Result};
+use crate::layout::{SegmentHeader, MAGIC};
 
 /// Names of anonymous pools: this, then the pool's 128-bit id in hex.
 pub const MEMFD_PREFIX: &str = "arraypool-memfd-";
@@ -120,26 +124,73 @@ fn link_target(name: &str) -> String {
     format!("/memfd:{name} (deleted)")
 }
 
-/// Opens the pool through one member's fd, if that fd is this pool's file,
-/// owned by us and sealed. None when it is not (gone, reused, foreign).
-fn open_member(name: &str, pid: u32, fd: i32) -> Option<OwnedFd> {
-    let path = format!("/proc/{pid}/fd/{fd}");
-    let target = std::fs::read_link(&path).ok()?;
-    if target.as_os_str() != link_target(name).as_str() {
-        return None;
+/// Why one member could not give us the pool.
+enum Refused {
+    /// Not this pool's file (gone, fd reused, another pool, foreign).
+    NotIt,
+    /// The process is there but /proc refuses us (another user, or not
+    /// ptrace-readable, e.g. a setcap binary).
+    Denied(Errno),
+}
+
+fn denied_or_not_it(e: Errno) -> Refused {
+    match e {
+        Errno::EACCES | Errno::EPERM => Refused::Denied(e),
+        _ => Refused::NotIt,
     }
-    let file = open(
+}
+
+/// Opens the pool through one member's fd, if that fd is this pool's file:
+/// the link names it, it is a regular file of ours with both size seals,
+/// and its header carries the pool's magic and id. The fd is first opened
+/// with `O_PATH` (no side effect whatever it turned out to be), checked,
+/// and only then reopened for reading and writing through our own /proc.
+fn open_member(name: &str, id: u128, pid: u32, fd: i32) -> std::result::Result<OwnedFd, Refused> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let target = link_target(name);
+    let link = std::fs::read_link(&path)
+        .map_err(|e| denied_or_not_it(Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT))))?;
+    if link.as_os_str() != target.as_str() {
+        return Err(Refused::NotIt);
+    }
+    let handle = open(
         path.as_str(),
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .ok()?;
-    let st = fstat(&file).ok()?;
+    .map_err(denied_or_not_it)?;
+    // What we hold now is what we check: the link may have changed since.
+    let own_path = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let held = std::fs::read_link(&own_path).map_err(|_| Refused::NotIt)?;
+    let st = fstat(&handle).map_err(|_| Refused::NotIt)?;
     let regular = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG;
     let ours = st.st_uid == nix::unistd::geteuid().as_raw();
-    let seals = fcntl(file.as_fd(), FcntlArg::F_GET_SEALS).ok()?;
-    let sealed = SealFlag::from_bits_truncate(seals).contains(SIZE_SEALS);
-    (regular && ours && sealed).then_some(file)
+    if held.as_os_str() != target.as_str() || !regular || !ours {
+        return Err(Refused::NotIt);
+    }
+    let file = open(
+        own_path.as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(|_| Refused::NotIt)?;
+    let seals = fcntl(file.as_fd(), FcntlArg::F_GET_SEALS).map_err(|_| Refused::NotIt)?;
+    if !SealFlag::from_bits_truncate(seals).contains(SIZE_SEALS) || header_id(&file) != Some(id) {
+        return Err(Refused::NotIt);
+    }
+    Ok(file)
+}
+
+/// The pool id in a pool file's header (read with `pread`: nothing is
+/// mapped, so a short file cannot SIGBUS us), if the magic is there.
+fn header_id(file: &OwnedFd) -> Option<u128> {
+    let mut magic = [0u8; 8];
+    let mut id = [0u8; 16];
+    let id_offset = std::mem::offset_of!(SegmentHeader, pool_id) as libc::off_t;
+    let magic_read = nix::sys::uio::pread(file, &mut magic, 0).ok()?;
+    let id_read = nix::sys::uio::pread(file, &mut id, id_offset).ok()?;
+    (magic_read == 8 && id_read == 16 && u64::from_le_bytes(magic) == MAGIC)
+        .then(|| u128::from_le_bytes(id))
 }
 
 /// Members of our uid holding the pool `name`, found by scanning /proc.
@@ -194,21 +245,37 @@ fn for_each_memfd(mut f: impl FnMut(u32, i32, &str)) {
 }
 
 /// Opens the pool a locator names: its hints first, then any member /proc
-/// shows. `SegmentNotFound` when no live member of ours holds it.
+/// shows; a candidate that is not this pool is skipped. `SegmentNotFound`
+/// when no live member of ours holds it; an `Os` error (EACCES) when some
+/// process might but /proc would not let us in.
 pub fn open_pool(locator: &Locator) -> Result<OwnedFd> {
-    for &(pid, fd) in &locator.hints {
-        if let Some(file) = open_member(&locator.name, pid, fd) {
-            return Ok(file);
+    let id = id_of(&locator.name).ok_or_else(|| PoolError::InvalidName {
+        name: locator.name.chars().take(200).collect(),
+    })?;
+    let mut denied = None;
+    let mut try_members = |members: &[(u32, i32)]| {
+        for &(pid, fd) in members {
+            match open_member(&locator.name, id, pid, fd) {
+                Ok(file) => return Some(file),
+                Err(Refused::Denied(e)) => denied = Some(e),
+                Err(Refused::NotIt) => {}
+            }
         }
+        None
+    };
+    let found = try_members(&locator.hints).or_else(|| try_members(&scan_members(&locator.name)));
+    if let Some(file) = found {
+        return Ok(file);
     }
-    for (pid, fd) in scan_members(&locator.name) {
-        if let Some(file) = open_member(&locator.name, pid, fd) {
-            return Ok(file);
-        }
+    match denied {
+        Some(errno) => Err(PoolError::os(
+            "open /proc/<pid>/fd of a pool member (same user and ptrace read access needed)",
+            errno,
+        )),
+        None => Err(PoolError::SegmentNotFound {
+            name: locator.name.clone(),
+        }),
     }
-    Err(PoolError::SegmentNotFound {
-        name: locator.name.clone(),
-    })
 }
 
 /// Every anonymous pool of our uid that some process holds, with its
@@ -272,12 +339,27 @@ mod tests {
         assert!(listed
             .iter()
             .any(|(n, holders)| *n == name && !holders.is_empty()));
-        // Opening through our own /proc entry works as another process would.
-        use std::os::fd::AsRawFd;
+        // Not a pool yet (no magic, no id): refused even through the right link.
         let me = std::process::id();
-        assert!(open_member(&name, me, fd.as_raw_fd()).is_some());
+        let id = id_of(&name).expect("id");
+        assert!(open_member(&name, id, me, fd.as_raw_fd()).is_err());
+        let magic_and_id = |id: u128| {
+            nix::sys::uio::pwrite(&fd, &MAGIC.to_le_bytes(), 0).expect("magic");
+            let at = std::mem::offset_of!(SegmentHeader, pool_id) as libc::off_t;
+            nix::sys::uio::pwrite(&fd, &id.to_le_bytes(), at).expect("id");
+        };
+        magic_and_id(id + 1);
         assert!(
-            open_member(&name_of(1), me, fd.as_raw_fd()).is_none(),
+            open_member(&name, id, me, fd.as_raw_fd()).is_err(),
+            "another pool's id"
+        );
+        magic_and_id(id);
+        assert!(
+            open_member(&name, id, me, fd.as_raw_fd()).is_ok(),
+            "this pool, as another process would"
+        );
+        assert!(
+            open_member(&name_of(1), 1, me, fd.as_raw_fd()).is_err(),
             "another name's link"
         );
     }

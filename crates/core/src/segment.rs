@@ -233,7 +233,8 @@ impl Segment {
             len as libc::off_t,
         ) {
             Ok(()) => Ok(()),
-            Err(Errno::ENOSPC) => Err(PoolError::NoSpace { requested: len }),
+            // ENOSPC: tmpfs full (a named pool); ENOMEM: the memory or cgroup limit.
+            Err(Errno::ENOSPC) | Err(Errno::ENOMEM) => Err(PoolError::NoSpace { requested: len }),
             Err(e) => Err(PoolError::os("fallocate", e)),
         }
     }
