@@ -252,6 +252,21 @@ test('permissions of an anonymous pool: another uid can neither open it through 
   t.regex(probe.stderr, /Permission denied/);
   const ls = spawnSync(process.execPath, [CLI, 'ls'], { encoding: 'utf8' });
   t.true(ls.stdout.includes(pool.name), ls.stdout);
+  // Another uid given the locator gets an error, not a silent pool of its own.
+  const script = `import(${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)}).then((m) => {
+    try { m.startPool(); console.log('STARTED ' + m.getPool().name); } catch (e) { console.log('ERROR ' + e.code); }
+  })`;
+  const nobody = spawnSync(process.execPath, ['-e', script], {
+    uid: 65534,
+    gid: 65534,
+    encoding: 'utf8',
+    env: { ...process.env, ARRAYPOOL_SEGMENT: pool.locator() },
+  });
+  if (nobody.error?.code === 'EACCES' || /EACCES|permission denied/i.test(nobody.stderr ?? '')) {
+    t.log(`uid 65534 cannot run ${process.execPath} or read the package here: the cross-user attach was not tried`);
+  } else {
+    t.is(nobody.stdout.trim(), 'ERROR ERR_OS', nobody.stderr);
+  }
 });
 
 test("Docker's 64 MiB /dev/shm: an anonymous pool carries a 256 MiB array to a child; a named one says what to do", (t) => {
