@@ -4,7 +4,7 @@
 import test from 'ava';
 import { execFileSync, fork, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import * as binding from '../binding.js';
@@ -239,6 +239,30 @@ test('permissions of a named pool: 0600, 128 random bits in the name, another ui
   } finally {
     binding.closePool(id);
   }
+});
+
+test("a named pool file planted by another uid, open to all, is refused by members and the CLI", (t) => {
+  const id = binding.createPool({ backing: 'shm', capacity: 4 * 2 ** 20 });
+  const name = binding.poolName(id);
+  const path = `/dev/shm/${name}`;
+  try {
+    // Stands for a valid pool file another user planted under a pool's name.
+    chownSync(path, 65534, 65534);
+    chmodSync(path, 0o666);
+    const script = `import(${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)}).then((m) => {
+      try { m.startPool({ name: ${JSON.stringify(name)} }); console.log('JOINED'); } catch (e) { console.log(e.code + ' ' + e.message); }
+    })`;
+    const joiner = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ARRAYPOOL_SEGMENT: '' } });
+    t.regex(joiner.stdout, /^ERR_INVALID_SEGMENT .*owned by uid 65534 with mode 666/);
+    const stats = spawnSync(process.execPath, [CLI, 'stats', name], { encoding: 'utf8' });
+    t.is(stats.status, 1);
+    t.regex(stats.stderr, /ERR_INVALID_SEGMENT/);
+  } finally {
+    chownSync(path, 0, 0);
+    chmodSync(path, 0o600);
+    binding.closePool(id);
+  }
+  t.false(existsSync(path));
 });
 
 test('permissions of an anonymous pool: another uid can neither open it through /proc nor list it', (t) => {

@@ -307,12 +307,37 @@ pub(crate) fn open_any_fd(name: &str) -> Result<(String, OwnedFd)> {
 
 /// Opens a /dev/shm segment's fd (read-write) without mapping it.
 pub(crate) fn open_fd(bare_name: &str) -> Result<OwnedFd> {
-    shm_open(shm_path(bare_name).as_str(), OFlag::O_RDWR, Mode::empty()).map_err(|e| match e {
+    let fd = shm_open(
+        shm_path(bare_name).as_str(),
+        OFlag::O_RDWR | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
         Errno::ENOENT => PoolError::SegmentNotFound {
             name: bare_name.to_string(),
         },
         other => PoolError::os("shm_open", other),
-    })
+    })?;
+    refuse_foreign(&fd)?;
+    Ok(fd)
+}
+
+/// A named segment is ours only if our effective uid owns it and nobody
+/// else may read or write it: a file planted under a pool's name by
+/// another user (or opened up by anyone) is refused before it is read.
+fn refuse_foreign(fd: &OwnedFd) -> Result<()> {
+    let st = fstat(fd).map_err(|e| PoolError::os("fstat", e))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let mode = st.st_mode & 0o777;
+    if st.st_uid != euid || mode & 0o077 != 0 {
+        return Err(PoolError::InvalidSegment {
+            reason: format!(
+                "refused: owned by uid {} with mode {mode:03o}; a pool must be owned by uid {euid} with no group or other access",
+                st.st_uid
+            ),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn fd_size(fd: &OwnedFd) -> Result<u64> {

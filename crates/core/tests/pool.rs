@@ -711,8 +711,11 @@ fn a_release_that_fails_keeps_its_record_for_a_retry() {
     while holder.lock_owner().is_none() {
         std::thread::yield_now();
     }
-    arraypool_core::testing::pause_inside_allocation(0);
+    // The pause stays on until the impatient release has failed: turned off
+    // earlier, the holder could pass the pause point before reading it and
+    // let go of the lock at once (a race this test had).
     let failed = impatient.release(block.offset, block.generation);
+    arraypool_core::testing::pause_inside_allocation(0);
     assert!(
         matches!(failed, Err(PoolError::LockTimeout { .. })),
         "{failed:?}"
@@ -743,4 +746,24 @@ fn handles_into_never_used_memory_are_invalid_and_check_does_not_touch_it() {
         "a 1 GiB pool after check() holds {resident} bytes"
     );
     pool.release(block.offset, block.generation).unwrap();
+}
+
+#[test]
+fn a_named_segment_that_others_may_read_or_that_is_not_ours_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let pool = new_shm_pool(2 * MIB);
+    let path = format!("/dev/shm/{}", pool.name());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = open_err(&pool);
+    assert!(
+        matches!(&refused, PoolError::InvalidSegment { reason } if reason.contains("mode 644")),
+        "{refused:?}"
+    );
+    assert!(
+        arraypool_core::inspect(pool.name()).is_err(),
+        "the CLI refuses it too"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ok = Pool::open(pool.name(), PoolOptions::default()).expect("ours again");
+    ok.close().unwrap();
 }
