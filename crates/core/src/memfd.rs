@@ -205,6 +205,11 @@ fn scan_members(name: &str) -> Vec<(u32, i32)> {
     found
 }
 
+/// A /proc entry's name as a number (a pid, an fd), if it is one.
+fn numeric_name<T: std::str::FromStr>(entry: &std::fs::DirEntry) -> Option<T> {
+    entry.file_name().to_str()?.parse().ok()
+}
+
 /// Calls `f(pid, fd, link)` for every fd of our uid's processes whose link
 /// names an arraypool memfd. Processes we may not look into are skipped.
 fn for_each_memfd(mut f: impl FnMut(u32, i32, &str)) {
@@ -214,11 +219,7 @@ fn for_each_memfd(mut f: impl FnMut(u32, i32, &str)) {
     };
     let prefix = format!("/memfd:{MEMFD_PREFIX}");
     for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = numeric_name::<u32>(&entry) else {
             continue;
         };
         if entry.metadata().map(|m| m.uid()).ok() != Some(uid) {
@@ -228,11 +229,7 @@ fn for_each_memfd(mut f: impl FnMut(u32, i32, &str)) {
             continue;
         };
         for fd_entry in fds.flatten() {
-            let Some(fd) = fd_entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
+            let Some(fd) = numeric_name::<i32>(&fd_entry) else {
                 continue;
             };
             if let Ok(link) = std::fs::read_link(fd_entry.path()) {
