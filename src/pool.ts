@@ -137,8 +137,9 @@ export class Pool {
 
   /**
    * Leaves the pool: for a `'shm'` pool the creator unlinks the name now
-   * (attached processes and live views keep working), new allocations and attaches fail with ERR_POOL_CLOSED,
-   * and the process's references go as its views are released or collected.
+   * (attached processes and live views keep working), new allocations and
+   * attaches fail with ERR_POOL_CLOSED, and the process's references go as
+   * its views are released or collected.
    * Threads share their process's attachment: a thread's close() ends that
    * thread's use, and the process leaves when the last thread using it closes.
    */
@@ -188,12 +189,6 @@ function nativeConfig(options: PoolOptions, creating: boolean): binding.PoolConf
   if (creating) {
     const size = options.size ?? process.env[SIZE_ENV];
     if (size !== undefined && size !== '') config.capacity = parseSize(size);
-    if (options.backing !== undefined && options.backing !== 'memfd' && options.backing !== 'shm') {
-      throw new ArrayPoolError('ERR_INVALID_ARG', `backing must be 'memfd' or 'shm', got ${JSON.stringify(options.backing)}`);
-    }
-    if (options.name !== undefined && options.backing === 'memfd') {
-      throw new ArrayPoolError('ERR_INVALID_ARG', "a name is for backing: 'shm' pools; anonymous (memfd) pools are found by their id");
-    }
     config.backing = options.backing ?? (options.name !== undefined ? 'shm' : 'memfd');
     if (options.name !== undefined) config.name = options.name;
   }
@@ -224,6 +219,9 @@ export function poolByName(name: string): Pool {
  * attaches takes the pool's size as it is.
  */
 export function startPool(options: PoolOptions = {}): Pool {
+  if (options.backing !== undefined && options.backing !== 'memfd' && options.backing !== 'shm') {
+    throw new ArrayPoolError('ERR_INVALID_ARG', `backing must be 'memfd' or 'shm', got ${JSON.stringify(options.backing)}`);
+  }
   if (options.name !== undefined && options.backing === 'memfd') {
     throw new ArrayPoolError('ERR_INVALID_ARG', "a name is for backing: 'shm' pools; anonymous (memfd) pools are found by their id");
   }

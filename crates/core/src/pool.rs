@@ -345,18 +345,8 @@ impl Pool {
         // by `segment`, which moves into the Pool with the view.
         let view = unsafe { SegmentView::new(segment.base(), len) };
         validate_header(&view, len)?;
-        if let Some(expected) = memfd::id_of(segment.name()) {
-            // An anonymous pool was found through another process's fd: it
-            // must be the pool its name promises, not merely a valid one.
-            if header_id(&view) != expected {
-                return Err(PoolError::InvalidSegment {
-                    reason: format!(
-                        "the file found for {} carries another pool id",
-                        segment.name()
-                    ),
-                });
-            }
-        }
+        // An anonymous pool's id was checked by `memfd::open_pool` before
+        // the file was taken, for every candidate it tried.
         Self::register(segment, view, options, false)
     }
 
@@ -1005,12 +995,6 @@ fn reserve_bitmap(segment: &Segment, geometry: &Geometry, offset: u64, len: u64)
     let last_word = (offset + len).div_ceil(BLOCK_ALIGN).div_ceil(64);
     let start = geometry.bitmap_offset + first_word * 8;
     segment.reserve(start, (last_word - first_word + 1) * 8)
-}
-
-/// The pool's random id, from its header.
-pub(crate) fn header_id(view: &SegmentView) -> u128 {
-    let h = view.header();
-    u128::from(h.pool_id[0].load(Relaxed)) | (u128::from(h.pool_id[1].load(Relaxed)) << 64)
 }
 
 pub(crate) fn validate_header(view: &SegmentView, len: u64) -> Result<()> {
