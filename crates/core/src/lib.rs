@@ -42,13 +42,15 @@ pub mod memfd;
 pub mod pool;
 mod refs;
 pub mod segment;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod view;
 
 pub use error::{PoolError, Result};
 pub use handle::Handle;
 pub use inspect::{collect_abandoned, inspect, remove_if_abandoned, ProcessInfo, SegmentInfo};
 pub use layout::LAYOUT_VERSION;
-pub use pool::{testing, BlockRef, CheckReport, Pool, PoolOptions, ReapReport, Stats};
+pub use pool::{BlockRef, CheckReport, Pool, PoolOptions, ReapReport, Stats};
 pub use segment::{
     list_segments, random_name, shm_filesystem_bytes, validate_name, Backing, NAME_PREFIX,
 };

@@ -153,21 +153,6 @@ const SWEEP_CLOCK_EVERY: u64 = 256;
 /// processes (one `fcntl` per registered process).
 const DEAD_PEER_SWEEP: Duration = Duration::from_secs(1);
 
-/// Test-only hooks (used by this crate's tests and by the Node binding's
-/// fault tests); not part of the API.
-#[doc(hidden)]
-pub mod testing {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    pub(crate) static PAUSE_IN_ALLOCATION_MS: AtomicU64 = AtomicU64::new(0);
-
-    /// Makes every following allocation in this process sleep `ms`
-    /// milliseconds inside its critical section, halfway through its writes.
-    pub fn pause_inside_allocation(ms: u64) {
-        PAUSE_IN_ALLOCATION_MS.store(ms, Ordering::Relaxed);
-    }
-}
-
 /// Releases the lock when a critical section ends, and rolls back a
 /// transaction a panic left half done.
 struct LockGuard<'a> {
@@ -549,10 +534,8 @@ impl Pool {
                 };
             }
             let used = heap.take(offset, size, reserved_len);
-            let pause = testing::PAUSE_IN_ALLOCATION_MS.load(Relaxed);
-            if pause > 0 {
-                std::thread::sleep(Duration::from_millis(pause));
-            }
+            #[cfg(feature = "testing")]
+            crate::testing::pause_inside_allocation_point();
             let v = &self.view;
             let h = v.header();
             let generation = h.next_generation.load(Relaxed);
@@ -977,7 +960,7 @@ impl Pool {
 
     /// Drops the attachment as if the process had been killed: no
     /// reference is released and nothing is unlinked. For tests.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn abandon(self) {
         self.shut_down.store(true, Relaxed);
     }

@@ -112,6 +112,8 @@ impl SegmentView {
         // Release keeps the journal entry ahead of this write even if the
         // process is killed between the two.
         field.store(value, Ordering::Release);
+        #[cfg(feature = "testing")]
+        crate::testing::journaled_write_point();
     }
 
     pub fn add(&self, field: &AtomicU64, delta: u64) {

@@ -415,6 +415,7 @@ pub fn shutdown() {
 
 /// Test-only: every following allocation in this process sleeps `ms` inside
 /// the pool lock (fault-injection tests).
+#[cfg(feature = "testing")]
 #[napi]
 pub fn test_pause_inside_allocation(ms: f64) -> Result<(), Code> {
     arraypool_core::testing::pause_inside_allocation(to_u64(ms, "ms", "ERR_INVALID_ARG")?);

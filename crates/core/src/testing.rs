@@ -1,0 +1,40 @@
+//! Fault-injection hooks for this crate's tests and the Node binding's
+//! fault tests. Compiled only with the `testing` cargo feature, which the
+//! shipped addon does not enable.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+static PAUSE_IN_ALLOCATION_MS: AtomicU64 = AtomicU64::new(0);
+static CRASH_AFTER_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every following allocation in this process sleep `ms`
+/// milliseconds inside its critical section, halfway through its writes.
+pub fn pause_inside_allocation(ms: u64) {
+    PAUSE_IN_ALLOCATION_MS.store(ms, Relaxed);
+}
+
+pub(crate) fn pause_inside_allocation_point() {
+    let pause = PAUSE_IN_ALLOCATION_MS.load(Relaxed);
+    if pause > 0 {
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+}
+
+/// Kills this process (SIGKILL, so nothing runs after) right after its
+/// `n`-th following journaled write; 0 turns the hook off.
+pub fn crash_after_journaled_writes(n: u64) {
+    CRASH_AFTER_WRITES.store(n, Relaxed);
+}
+
+/// Called by the journal after each write it logged.
+pub(crate) fn journaled_write_point() {
+    let left = CRASH_AFTER_WRITES.load(Relaxed);
+    if left == 0 {
+        return;
+    }
+    if left == 1 {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    CRASH_AFTER_WRITES.store(left - 1, Relaxed);
+}
