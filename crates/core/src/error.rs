@@ -29,6 +29,10 @@ pub enum PoolError {
     InvalidName { name: String },
     /// The segment exists but its header does not validate.
     InvalidSegment { reason: String },
+    /// A value read from the segment breaks the layout's rules (another
+    /// process wrote garbage, or the file was altered): the operation was
+    /// refused and undone. `field` names what was wrong.
+    CorruptSegment { field: &'static str, detail: String },
     /// All process slots are taken by live processes.
     TooManyProcesses { max: usize },
     /// The requested capacity is unusable (too small, or more than `/dev/shm` holds).
@@ -55,6 +59,7 @@ impl PoolError {
             PoolError::SegmentNotFound { .. } => "ERR_SEGMENT_NOT_FOUND",
             PoolError::InvalidName { .. } => "ERR_INVALID_NAME",
             PoolError::InvalidSegment { .. } => "ERR_INVALID_SEGMENT",
+            PoolError::CorruptSegment { .. } => "ERR_CORRUPT_SEGMENT",
             PoolError::TooManyProcesses { .. } => "ERR_TOO_MANY_PROCESSES",
             PoolError::InvalidCapacity { .. } => "ERR_INVALID_CAPACITY",
             PoolError::LockTimeout { .. } => "ERR_LOCK_TIMEOUT",
@@ -68,6 +73,13 @@ impl PoolError {
         PoolError::Os {
             op,
             errno: errno as i32,
+        }
+    }
+
+    pub(crate) fn corrupt(field: &'static str, detail: impl Into<String>) -> Self {
+        PoolError::CorruptSegment {
+            field,
+            detail: detail.into(),
         }
     }
 
@@ -119,6 +131,9 @@ impl fmt::Display for PoolError {
             ),
             PoolError::InvalidSegment { reason } => {
                 write!(f, "segment is not a valid arraypool segment: {reason}")
+            }
+            PoolError::CorruptSegment { field, detail } => {
+                write!(f, "corrupt pool segment: {field}: {detail}")
             }
             PoolError::TooManyProcesses { max } => {
                 write!(f, "all {max} process slots of the pool are taken by live processes")
