@@ -23,166 +23,413 @@
 //! out; free blocks coalesce only with neighbours of the same reservation
 //! state, so a warm region never silently turns cold.
 //!
+//! **Trust.** Every word read from the segment (sizes, links, tags, list
+//! heads, bitmap words) is input from another process. The geometry comes
+//! from the caller (validated once per process, never re-read); each offset
+//! is checked against it before use, each size against the heap and against
+//! its neighbour's boundary tag, each link against the bitmap, its tag and
+//! its back link. A violation is `CorruptSegment` naming the field; the
+//! caller's transaction is then rolled back, so a corrupt word never spreads.
+//!
 //! Every function here runs under the pool lock and writes through the
 //! journal.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::error::{PoolError, Result};
 use crate::layout::*;
 use crate::view::SegmentView;
+
+/// What the pool needs from an allocator (one implementation, `Heap`; the
+/// trait keeps the pool's use of it small and testable on its own).
+pub(crate) trait BlockAllocator {
+    /// A free block of at least `size` bytes (a multiple of 64), if any.
+    fn find_free(&self, size: u64) -> Result<Option<u64>>;
+    /// Takes `size` bytes from the free block at `offset`; `reserved_len`
+    /// bytes from its start are backed. Returns the size actually used.
+    fn take(&self, offset: u64, size: u64, reserved_len: u64) -> Result<u64>;
+    /// Returns a used block to the free lists (coalescing); returns the
+    /// offset of the resulting free block.
+    fn free(&self, offset: u64, unreserved: bool) -> Result<u64>;
+    /// The largest free block's size.
+    fn largest_free(&self) -> Result<u64>;
+}
 
 pub(crate) struct Heap<'a> {
     pub view: &'a SegmentView,
     pub start: u64,
     pub end: u64,
-    pub bitmap_offset: u64,
+    bitmap_offset: u64,
+}
+
+fn corrupt(field: &'static str, detail: String) -> PoolError {
+    PoolError::corrupt(field, detail)
 }
 
 impl<'a> Heap<'a> {
-    pub fn new(view: &'a SegmentView) -> Heap<'a> {
-        let h = view.header();
+    /// `geometry` must have been validated against this mapping (it is the
+    /// process's own copy, never re-read from the segment).
+    pub fn new(view: &'a SegmentView, geometry: &Geometry) -> Heap<'a> {
         Heap {
             view,
-            start: h.heap_start.load(Relaxed),
-            end: h.heap_end.load(Relaxed),
-            bitmap_offset: h.bitmap_offset.load(Relaxed),
+            start: geometry.heap_start,
+            end: geometry.heap_end,
+            bitmap_offset: geometry.bitmap_offset,
         }
     }
 
-    fn bitmap_word(&self, offset: u64) -> (&std::sync::atomic::AtomicU64, u64) {
+    /// Heap offsets below this had their pages reserved at some point; a
+    /// header above it was never written (reading it could fault in pages).
+    /// Shared, so clamped to the heap: it only ever narrows what is read.
+    pub fn reserved_until(&self) -> u64 {
+        self.view
+            .header()
+            .reserved_until
+            .load(Relaxed)
+            .clamp(self.start, self.end)
+    }
+
+    fn bitmap_word(&self, offset: u64) -> Result<(&'a AtomicU64, u64)> {
         let unit = offset / BLOCK_ALIGN;
         let word_offset = self.bitmap_offset + (unit / 64) * 8;
-        let word = self
-            .view
-            .word(word_offset)
-            .expect("bitmap word inside the mapping (geometry validated at open)");
-        (word, 1u64 << (unit % 64))
+        let word = self.view.word(word_offset).ok_or_else(|| {
+            corrupt(
+                "bitmap",
+                format!("bitmap word at {word_offset} outside the mapping"),
+            )
+        })?;
+        Ok((word, 1u64 << (unit % 64)))
     }
 
-    /// Whether `offset` is where a block starts. Offsets outside the heap or
-    /// not 64-aligned are never block starts.
-    pub fn is_block_start(&self, offset: u64) -> bool {
-        if !offset.is_multiple_of(BLOCK_ALIGN) || offset < self.start || offset >= self.end {
-            return false;
+    /// Whether `offset` is where a block starts. Offsets outside the used
+    /// heap or not 64-aligned are never block starts.
+    pub fn is_block_start(&self, offset: u64) -> Result<bool> {
+        if !offset.is_multiple_of(BLOCK_ALIGN)
+            || offset < self.start
+            || offset.saturating_add(BLOCK_HEADER_SIZE) > self.reserved_until()
+        {
+            return Ok(false);
         }
-        let (word, bit) = self.bitmap_word(offset);
-        word.load(Relaxed) & bit != 0
+        let (word, bit) = self.bitmap_word(offset)?;
+        Ok(word.load(Relaxed) & bit != 0)
     }
 
-    fn mark_block_start(&self, offset: u64, is_start: bool) {
-        let (word, bit) = self.bitmap_word(offset);
+    fn mark_block_start(&self, offset: u64, is_start: bool) -> Result<()> {
+        let (word, bit) = self.bitmap_word(offset)?;
         let old = word.load(Relaxed);
         let new = if is_start { old | bit } else { old & !bit };
-        if new != old {
-            self.view.set(word, new);
+        self.view.set(word, new)
+    }
+
+    /// The header at `offset`, which must lie inside the used heap (the
+    /// caller knows a block starts there, or checks `is_block_start`).
+    pub fn block(&self, offset: u64) -> Result<&'a BlockHeader> {
+        let in_heap = offset.is_multiple_of(BLOCK_ALIGN)
+            && offset >= self.start
+            && offset.saturating_add(BLOCK_HEADER_SIZE) <= self.reserved_until();
+        in_heap
+            .then(|| self.view.block(offset))
+            .flatten()
+            .ok_or_else(|| {
+                corrupt(
+                    "block offset",
+                    format!(
+                        "{offset} is not a block position in the heap [{}, {})",
+                        self.start, self.end
+                    ),
+                )
+            })
+    }
+
+    /// The block's size, checked: a multiple of 64, at least a header, and
+    /// inside the heap.
+    pub fn size_of(&self, offset: u64) -> Result<u64> {
+        let size = self.block(offset)?.size.load(Relaxed);
+        let fits = offset
+            .checked_add(size)
+            .is_some_and(|block_end| block_end <= self.end);
+        if size < BLOCK_HEADER_SIZE || !size.is_multiple_of(BLOCK_ALIGN) || !fits {
+            return Err(corrupt(
+                "block size",
+                format!("block at {offset} has an impossible size {size}"),
+            ));
         }
+        Ok(size)
     }
 
-    pub fn block(&self, offset: u64) -> &'a BlockHeader {
-        self.view.block(offset)
+    /// The data bytes of the used block at `offset`, checked against its size.
+    pub fn data_len_of(&self, offset: u64) -> Result<u64> {
+        let size = self.size_of(offset)?;
+        let data_len = self.block(offset)?.data_len.load(Relaxed);
+        if data_len > size - BLOCK_HEADER_SIZE {
+            return Err(corrupt(
+                "data_len",
+                format!(
+                    "block at {offset} of {size} bytes claims {data_len} bytes of data"
+                ),
+            ));
+        }
+        Ok(data_len)
     }
 
-    pub fn is_free(&self, offset: u64) -> bool {
-        self.block(offset).tag.load(Relaxed) & TAG_MASK == TAG_FREE
+    pub fn is_free(&self, offset: u64) -> Result<bool> {
+        Ok(self.block(offset)?.tag.load(Relaxed) & TAG_MASK == TAG_FREE)
     }
 
-    fn next_phys(&self, offset: u64) -> Option<u64> {
-        let next = offset + self.block(offset).size.load(Relaxed);
-        (next < self.end).then_some(next)
+    /// A block that a free list or a neighbour says is free: it must start
+    /// a block and be tagged free.
+    fn free_block(&self, offset: u64, field: &'static str) -> Result<&'a BlockHeader> {
+        if !self.is_block_start(offset)? || !self.is_free(offset)? {
+            return Err(corrupt(
+                field,
+                format!("links {offset}, which is not a free block"),
+            ));
+        }
+        self.block(offset)
+    }
+
+    /// The block physically after `offset`, if any, checked through its
+    /// boundary tag (so a scribbled size is caught, not followed).
+    fn next_phys(&self, offset: u64) -> Result<Option<u64>> {
+        let next = offset + self.size_of(offset)?;
+        if next >= self.end {
+            return Ok(None);
+        }
+        if !self.is_block_start(next)? || self.block(next)?.prev_phys.load(Relaxed) != offset {
+            return Err(corrupt(
+                "block size",
+                format!("block at {offset} ends at {next}, where no block points back to it"),
+            ));
+        }
+        Ok(Some(next))
+    }
+
+    /// The block physically before `offset`, if any, checked the same way.
+    fn prev_phys(&self, offset: u64) -> Result<Option<u64>> {
+        let prev = self.block(offset)?.prev_phys.load(Relaxed);
+        if prev == NONE {
+            return Ok(None);
+        }
+        let adjacent = prev < offset
+            && self.is_block_start(prev)?
+            && prev.checked_add(self.size_of(prev)?) == Some(offset);
+        if !adjacent {
+            return Err(corrupt(
+                "prev_phys",
+                format!("block at {offset} names {prev} as its predecessor"),
+            ));
+        }
+        Ok(Some(prev))
+    }
+
+    fn list_head(&self, (fl, sl): (usize, usize)) -> Result<&'a AtomicU64> {
+        self.view
+            .header()
+            .free_heads
+            .get(fl)
+            .and_then(|row| row.get(sl))
+            .ok_or_else(|| corrupt("block size", format!("size class ({fl}, {sl}) out of range")))
+    }
+
+    fn sl_bitmap(&self, fl: usize) -> Result<&'a AtomicU64> {
+        self.view
+            .header()
+            .sl_bitmap
+            .get(fl)
+            .ok_or_else(|| corrupt("fl_bitmap", format!("first level {fl} out of range")))
     }
 
     /// Lays down a fresh heap: one free, unreserved block over all of it.
-    pub fn init(&self) {
-        let b = self.block(self.start);
+    pub fn init(&self) -> Result<()> {
+        let b = self.block(self.start)?;
         let v = self.view;
-        v.set(&b.size, self.end - self.start);
-        v.set(&b.prev_phys, NONE);
-        v.set(&b.tag, TAG_FREE | FLAG_UNRESERVED);
-        v.set(&b.generation, 0);
-        v.set(&b.holders, 0);
-        v.set(&b.data_len, 0);
-        self.mark_block_start(self.start, true);
-        self.insert_free(self.start);
+        v.set(&b.size, self.end - self.start)?;
+        v.set(&b.prev_phys, NONE)?;
+        v.set(&b.tag, TAG_FREE | FLAG_UNRESERVED)?;
+        v.set(&b.generation, 0)?;
+        v.set(&b.holders, 0)?;
+        v.set(&b.data_len, 0)?;
+        self.mark_block_start(self.start, true)?;
+        self.insert_free(self.start)
     }
 
-    fn insert_free(&self, offset: u64) {
+    fn insert_free(&self, offset: u64) -> Result<()> {
         let v = self.view;
         let h = v.header();
-        let b = self.block(offset);
-        let (fl, sl) = size_class(b.size.load(Relaxed));
-        let head_field = &h.free_heads[fl][sl];
+        let b = self.block(offset)?;
+        let (fl, sl) = size_class(self.size_of(offset)?);
+        let head_field = self.list_head((fl, sl))?;
         let head = head_field.load(Relaxed);
-        v.set(&b.next_free, head);
-        v.set(&b.prev_free, NONE);
         if head != NONE {
-            v.set(&self.block(head).prev_free, offset);
+            let old_head = self.free_block(head, "free_heads")?;
+            v.set(&old_head.prev_free, offset)?;
         }
-        v.set(head_field, offset);
-        let sl_map = h.sl_bitmap[fl].load(Relaxed);
-        if sl_map & (1 << sl) == 0 {
-            v.set(&h.sl_bitmap[fl], sl_map | (1 << sl));
-        }
-        let fl_map = h.fl_bitmap.load(Relaxed);
-        if fl_map & (1 << fl) == 0 {
-            v.set(&h.fl_bitmap, fl_map | (1 << fl));
-        }
+        v.set(&b.next_free, head)?;
+        v.set(&b.prev_free, NONE)?;
+        v.set(head_field, offset)?;
+        let sl_field = self.sl_bitmap(fl)?;
+        v.set(sl_field, sl_field.load(Relaxed) | (1 << sl))?;
+        v.set(&h.fl_bitmap, h.fl_bitmap.load(Relaxed) | (1 << fl))
     }
 
-    fn remove_free(&self, offset: u64) {
+    fn remove_free(&self, offset: u64) -> Result<()> {
         let v = self.view;
         let h = v.header();
-        let b = self.block(offset);
-        let (fl, sl) = size_class(b.size.load(Relaxed));
+        let b = self.free_block(offset, "free list")?;
+        let (fl, sl) = size_class(self.size_of(offset)?);
         let next = b.next_free.load(Relaxed);
         let prev = b.prev_free.load(Relaxed);
         if next != NONE {
-            v.set(&self.block(next).prev_free, prev);
+            let n = self.free_block(next, "next_free")?;
+            if n.prev_free.load(Relaxed) != offset {
+                return Err(corrupt(
+                    "prev_free",
+                    format!("free block at {next} does not link back to {offset}"),
+                ));
+            }
+            v.set(&n.prev_free, prev)?;
         }
         if prev != NONE {
-            v.set(&self.block(prev).next_free, next);
+            let p = self.free_block(prev, "prev_free")?;
+            if p.next_free.load(Relaxed) != offset {
+                return Err(corrupt(
+                    "next_free",
+                    format!("free block at {prev} does not link to {offset}"),
+                ));
+            }
+            v.set(&p.next_free, next)?;
         } else {
-            v.set(&h.free_heads[fl][sl], next);
+            let head = self.list_head((fl, sl))?;
+            if head.load(Relaxed) != offset {
+                return Err(corrupt(
+                    "free_heads",
+                    format!(
+                        "free block at {offset} has no predecessor but list ({fl}, {sl}) starts at {}",
+                        head.load(Relaxed)
+                    ),
+                ));
+            }
+            v.set(head, next)?;
             if next == NONE {
-                let sl_map = h.sl_bitmap[fl].load(Relaxed) & !(1 << sl);
-                v.set(&h.sl_bitmap[fl], sl_map);
+                let sl_field = self.sl_bitmap(fl)?;
+                let sl_map = sl_field.load(Relaxed) & !(1 << sl);
+                v.set(sl_field, sl_map)?;
                 if sl_map == 0 {
-                    v.set(&h.fl_bitmap, h.fl_bitmap.load(Relaxed) & !(1 << fl));
+                    v.set(&h.fl_bitmap, h.fl_bitmap.load(Relaxed) & !(1 << fl))?;
                 }
             }
         }
-        v.set(&b.next_free, NONE);
-        v.set(&b.prev_free, NONE);
+        v.set(&b.next_free, NONE)?;
+        v.set(&b.prev_free, NONE)
     }
 
-    /// A free block of at least `size` bytes (a multiple of 64), O(1).
-    ///
+    /// A listed free block: a free block start in class `class`.
+    fn listed(&self, offset: u64, class: (usize, usize)) -> Result<&'a BlockHeader> {
+        let b = self.free_block(offset, "free_heads")?;
+        let size = self.size_of(offset)?;
+        if size_class(size) != class {
+            return Err(corrupt(
+                "block size",
+                format!("free block at {offset} of {size} bytes is listed in class {class:?}"),
+            ));
+        }
+        Ok(b)
+    }
+
+    /// Splits `[offset, offset + size)` off the free block at `offset` (just
+    /// removed from its list) and puts the rest back as a free block with
+    /// flags `rest_flags`, merged with its next neighbour if that is free in
+    /// the same reservation state. The caller sets the header of the first part.
+    fn split(&self, offset: u64, size: u64, rest_flags: u64) -> Result<()> {
+        let v = self.view;
+        let b = self.block(offset)?;
+        let total = self.size_of(offset)?;
+        if total < size || total - size < BLOCK_HEADER_SIZE {
+            return Ok(());
+        }
+        let after = self.next_phys(offset)?;
+        let rest = offset + size;
+        let mut rest_size = total - size;
+        if let Some(after) = after {
+            if self.block(after)?.tag.load(Relaxed) == TAG_FREE | rest_flags {
+                let after_size = self.size_of(after)?;
+                self.remove_free(after)?;
+                rest_size += after_size;
+                self.mark_block_start(after, false)?;
+            }
+        }
+        let r = self.block(rest)?;
+        v.set(&r.size, rest_size)?;
+        v.set(&r.prev_phys, offset)?;
+        v.set(&r.tag, TAG_FREE | rest_flags)?;
+        v.set(&r.generation, 0)?;
+        v.set(&r.holders, 0)?;
+        v.set(&r.data_len, 0)?;
+        v.set(&r.next_free, NONE)?;
+        v.set(&r.prev_free, NONE)?;
+        self.mark_block_start(rest, true)?;
+        let rest_end = rest + rest_size;
+        if rest_end < self.end {
+            v.set(&self.block(rest_end)?.prev_phys, rest)?;
+        }
+        v.set(&b.size, size)?;
+        self.insert_free(rest)
+    }
+
+    /// Visits every block in physical order, checking that the blocks tile
+    /// the heap. Bounded: each step moves forward by at least one header.
+    pub fn walk(&self, mut visit: impl FnMut(u64, &BlockHeader) -> Result<()>) -> Result<()> {
+        let mut offset = self.start;
+        let mut prev = NONE;
+        while offset < self.end {
+            let b = self.block(offset)?;
+            let size = self.size_of(offset)?;
+            if b.prev_phys.load(Relaxed) != prev {
+                return Err(corrupt(
+                    "prev_phys",
+                    format!(
+                        "block at {offset}: prev_phys {} but the previous block is at {prev}",
+                        b.prev_phys.load(Relaxed)
+                    ),
+                ));
+            }
+            visit(offset, b)?;
+            prev = offset;
+            offset += size;
+        }
+        Ok(())
+    }
+}
+
+impl BlockAllocator for Heap<'_> {
     /// TLSF proper starts at the class above the request's own (every block
     /// there fits), which skips a freed block of exactly the requested size:
     /// the common case here (the same array shape, round after round), and
     /// the one whose pages are warm. So the request's own class is looked at
     /// first, a bounded number of entries.
-    pub fn find_free(&self, size: u64) -> Option<u64> {
+    fn find_free(&self, size: u64) -> Result<Option<u64>> {
         const OWN_CLASS_PROBES: usize = 8;
         let h = self.view.header();
-        let (own_fl, own_sl) = size_class(size);
-        if own_fl < FL_COUNT {
-            let mut cursor = h.free_heads[own_fl][own_sl].load(Relaxed);
+        let own = size_class(size);
+        if own.0 < FL_COUNT {
+            let mut cursor = self.list_head(own)?.load(Relaxed);
             for _ in 0..OWN_CLASS_PROBES {
                 if cursor == NONE {
                     break;
                 }
-                let b = self.block(cursor);
-                if b.size.load(Relaxed) >= size {
-                    return Some(cursor);
+                let b = self.listed(cursor, own)?;
+                if self.size_of(cursor)? >= size {
+                    return Ok(Some(cursor));
                 }
                 cursor = b.next_free.load(Relaxed);
             }
         }
         let (fl, sl) = search_class(size);
         if fl >= FL_COUNT {
-            return None;
+            return Ok(None);
         }
-        let mut sl_map = h.sl_bitmap[fl].load(Relaxed) & (!0u64 << sl);
+        let mut sl_map = self.sl_bitmap(fl)?.load(Relaxed) & (!0u64 << sl);
         let mut fl = fl;
         if sl_map == 0 {
             let fl_map = if fl + 1 >= 64 {
@@ -191,69 +438,47 @@ impl<'a> Heap<'a> {
                 h.fl_bitmap.load(Relaxed) & (!0u64 << (fl + 1))
             };
             if fl_map == 0 {
-                return None;
+                return Ok(None);
             }
             fl = fl_map.trailing_zeros() as usize;
-            if fl >= FL_COUNT {
-                return None;
-            }
-            sl_map = h.sl_bitmap[fl].load(Relaxed);
+            sl_map = self.sl_bitmap(fl)?.load(Relaxed);
         }
         let sl = sl_map.trailing_zeros() as usize;
-        if sl >= SL_COUNT {
-            return None;
+        let head = self.list_head((fl, sl))?.load(Relaxed);
+        if head == NONE {
+            return Err(corrupt(
+                "sl_bitmap",
+                format!("class ({fl}, {sl}) is marked non-empty but its list is empty"),
+            ));
         }
-        let head = h.free_heads[fl][sl].load(Relaxed);
-        (head != NONE).then_some(head)
+        self.listed(head, (fl, sl))?;
+        if self.size_of(head)? < size {
+            return Err(corrupt(
+                "block size",
+                format!("free block at {head} is too small for its class"),
+            ));
+        }
+        Ok(Some(head))
     }
 
-    /// Splits `[offset, offset + size)` off the free block at `offset` (just
-    /// removed from its list) and puts the rest back as a free block with
-    /// flags `rest_flags`, merged with its next neighbour if that is free in
-    /// the same reservation state. The caller sets the header of the first part.
-    fn split(&self, offset: u64, size: u64, rest_flags: u64) {
-        let v = self.view;
-        let b = self.block(offset);
-        let total = b.size.load(Relaxed);
-        if total - size < BLOCK_HEADER_SIZE {
-            return;
+    /// When the block was unreserved, `reserved_len` bytes from its start
+    /// have just been backed (at least `size` + one header, or the whole
+    /// block): the part of them beyond `size` goes back as a warm free
+    /// block, the remainder stays unreserved. Every header written lies
+    /// inside the backed range. A tail too small to be a block stays with
+    /// the allocation.
+    fn take(&self, offset: u64, size: u64, reserved_len: u64) -> Result<u64> {
+        let b = self.block(offset)?;
+        let total = self.size_of(offset)?;
+        if total < size {
+            return Err(corrupt(
+                "block size",
+                format!("free block at {offset} of {total} bytes cannot hold {size}"),
+            ));
         }
-        let rest = offset + size;
-        let mut rest_size = total - size;
-        if let Some(after) = self.next_phys(offset) {
-            if self.block(after).tag.load(Relaxed) == TAG_FREE | rest_flags {
-                self.remove_free(after);
-                rest_size += self.block(after).size.load(Relaxed);
-                self.mark_block_start(after, false);
-            }
-        }
-        let r = self.block(rest);
-        v.set(&r.size, rest_size);
-        v.set(&r.prev_phys, offset);
-        v.set(&r.tag, TAG_FREE | rest_flags);
-        v.set(&r.generation, 0);
-        v.set(&r.holders, 0);
-        v.set(&r.data_len, 0);
-        self.mark_block_start(rest, true);
-        if let Some(after) = self.next_phys(rest) {
-            v.set(&self.block(after).prev_phys, rest);
-        }
-        v.set(&b.size, size);
-        self.insert_free(rest);
-    }
-
-    /// Takes `size` bytes from the free block at `offset`. When the block was
-    /// unreserved, `reserved_len` bytes from its start have just been backed
-    /// (at least `size` + one header, or the whole block): the part of them
-    /// beyond `size` goes back as a warm free block, the remainder stays
-    /// unreserved. Every header written lies inside the backed range. Returns the size actually used (a tail too
-    /// small to be a block stays with the allocation).
-    pub fn take(&self, offset: u64, size: u64, reserved_len: u64) -> u64 {
-        let b = self.block(offset);
         let unreserved = b.tag.load(Relaxed) & FLAG_UNRESERVED != 0;
-        self.remove_free(offset);
+        self.remove_free(offset)?;
         if unreserved {
-            let total = b.size.load(Relaxed);
             // The cold rest's header needs backed pages too: keep one header
             // of the backed range for it.
             let warm_end = if reserved_len >= total {
@@ -263,106 +488,87 @@ impl<'a> Heap<'a> {
             };
             if warm_end >= size + BLOCK_HEADER_SIZE && total - warm_end >= BLOCK_HEADER_SIZE {
                 // [offset, +size) used | [+size, +warm_end) warm | rest cold
-                self.split(offset, warm_end, FLAG_UNRESERVED);
-                self.split(offset, size, 0);
+                self.split(offset, warm_end, FLAG_UNRESERVED)?;
+                self.split(offset, size, 0)?;
             } else if warm_end >= total {
-                self.split(offset, size, 0);
+                self.split(offset, size, 0)?;
             } else {
-                self.split(offset, size, FLAG_UNRESERVED);
+                self.split(offset, size, FLAG_UNRESERVED)?;
             }
         } else {
-            self.split(offset, size, 0);
+            self.split(offset, size, 0)?;
         }
-        b.size.load(Relaxed)
+        self.size_of(offset)
     }
 
-    /// Returns a used block to the free lists, coalescing with free
-    /// neighbours of the same reservation state. Returns the offset of the
-    /// resulting free block.
-    pub fn free(&self, offset: u64, unreserved: bool) -> u64 {
+    fn free(&self, offset: u64, unreserved: bool) -> Result<u64> {
         let v = self.view;
         let flags = if unreserved { FLAG_UNRESERVED } else { 0 };
-        let b = self.block(offset);
-        v.set(&b.tag, TAG_FREE | flags);
-        v.set(&b.holders, 0);
-        v.set(&b.data_len, 0);
-        let same_state = |other: u64| {
-            let tag = self.block(other).tag.load(Relaxed);
-            tag & TAG_MASK == TAG_FREE && (tag & FLAG_UNRESERVED) == flags
+        let b = self.block(offset)?;
+        let mut size = self.size_of(offset)?;
+        // Both neighbours are checked before the first write.
+        let next = self.next_phys(offset)?;
+        let prev = self.prev_phys(offset)?;
+        v.set(&b.tag, TAG_FREE | flags)?;
+        v.set(&b.holders, 0)?;
+        v.set(&b.data_len, 0)?;
+        v.set(&b.next_free, NONE)?;
+        v.set(&b.prev_free, NONE)?;
+        let same_state = |other: u64| -> Result<bool> {
+            let tag = self.block(other)?.tag.load(Relaxed);
+            Ok(tag & TAG_MASK == TAG_FREE && (tag & FLAG_UNRESERVED) == flags)
         };
         let mut start = offset;
-        let mut size = b.size.load(Relaxed);
-        if let Some(next) = self.next_phys(offset) {
-            if same_state(next) {
-                self.remove_free(next);
-                size += self.block(next).size.load(Relaxed);
-                self.mark_block_start(next, false);
+        if let Some(next) = next {
+            if same_state(next)? {
+                let next_size = self.size_of(next)?;
+                self.remove_free(next)?;
+                size += next_size;
+                self.mark_block_start(next, false)?;
             }
         }
-        let prev = b.prev_phys.load(Relaxed);
-        if prev != NONE && same_state(prev) {
-            self.remove_free(prev);
-            size += self.block(prev).size.load(Relaxed);
-            self.mark_block_start(offset, false);
-            start = prev;
+        if let Some(prev) = prev {
+            if same_state(prev)? {
+                let prev_size = self.size_of(prev)?;
+                self.remove_free(prev)?;
+                size += prev_size;
+                self.mark_block_start(offset, false)?;
+                start = prev;
+            }
         }
-        v.set(&self.block(start).size, size);
+        v.set(&self.block(start)?.size, size)?;
         if start + size < self.end {
-            v.set(&self.block(start + size).prev_phys, start);
+            v.set(&self.block(start + size)?.prev_phys, start)?;
         }
-        self.insert_free(start);
-        start
+        self.insert_free(start)?;
+        Ok(start)
     }
 
-    /// The largest free block's size: the highest non-empty class holds it.
-    pub fn largest_free(&self) -> u64 {
+    /// The highest non-empty class holds the largest free block; its list
+    /// is walked a bounded number of steps.
+    fn largest_free(&self) -> Result<u64> {
+        const MAX_STEPS: usize = 1 << 16;
         let h = self.view.header();
         let fl_map = h.fl_bitmap.load(Relaxed);
         if fl_map == 0 {
-            return 0;
+            return Ok(0);
         }
         let fl = 63 - fl_map.leading_zeros() as usize;
-        let sl_map = h.sl_bitmap.get(fl).map_or(0, |m| m.load(Relaxed));
+        let sl_map = self.sl_bitmap(fl)?.load(Relaxed);
         if sl_map == 0 {
-            return 0;
+            return Ok(0);
         }
         let sl = 63 - sl_map.leading_zeros() as usize;
         let mut best = 0;
-        let mut cursor = h.free_heads[fl].get(sl).map_or(NONE, |c| c.load(Relaxed));
-        let mut guard = 0u64;
-        while cursor != NONE && self.is_block_start(cursor) && guard < 1 << 20 {
-            let blk = self.block(cursor);
-            best = best.max(blk.size.load(Relaxed));
-            cursor = blk.next_free.load(Relaxed);
-            guard += 1;
-        }
-        best
-    }
-
-    /// Visits every block in physical order. Stops (returning the reason) at
-    /// a header that does not describe a plausible block.
-    pub fn walk(&self, mut visit: impl FnMut(u64, &BlockHeader)) -> Result<(), String> {
-        let mut offset = self.start;
-        let mut prev = NONE;
-        while offset < self.end {
-            let b = self.block(offset);
-            let size = b.size.load(Relaxed);
-            if size < BLOCK_HEADER_SIZE
-                || !size.is_multiple_of(BLOCK_ALIGN)
-                || offset + size > self.end
-            {
-                return Err(format!("block at {offset} has an impossible size {size}"));
+        let mut cursor = self.list_head((fl, sl))?.load(Relaxed);
+        for _ in 0..MAX_STEPS {
+            if cursor == NONE {
+                break;
             }
-            if b.prev_phys.load(Relaxed) != prev {
-                return Err(format!(
-                    "block at {offset}: prev_phys {} but the previous block is at {prev}",
-                    b.prev_phys.load(Relaxed)
-                ));
-            }
-            visit(offset, b);
-            prev = offset;
-            offset += size;
+            let b = self.listed(cursor, (fl, sl))?;
+            best = best.max(self.size_of(cursor)?);
+            cursor = b.next_free.load(Relaxed);
         }
-        Ok(())
+        Ok(best)
     }
 }

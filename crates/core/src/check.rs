@@ -5,8 +5,23 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::allocator::Heap;
+use crate::error::PoolError;
 use crate::layout::*;
-use crate::pool::CheckReport;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub blocks: u64,
+    pub free_blocks: u64,
+    /// The first broken invariant, if any.
+    pub violation: Option<String>,
+}
+
+fn text(e: PoolError) -> String {
+    match e {
+        PoolError::CorruptSegment { field, detail } => format!("{field}: {detail}"),
+        other => other.to_string(),
+    }
+}
 
 pub(crate) fn check(heap: &Heap) -> CheckReport {
     let mut report = CheckReport::default();
@@ -34,29 +49,27 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
     let mut violation: Option<String> = None;
     let walked = heap.walk(|offset, b| {
         if violation.is_some() {
-            return;
+            return Ok(());
         }
         report.blocks += 1;
         let size = b.size.load(Relaxed);
         let tag = b.tag.load(Relaxed);
-        if !heap.is_block_start(offset) {
+        if !heap.is_block_start(offset)? {
             violation = Some(format!(
                 "block at {offset} is not marked in the block-start bitmap"
             ));
-            return;
+            return Ok(());
         }
         // Above the reserved watermark the bitmap is all zero and may be
         // unbacked: do not fault it in.
-        let scanned_end =
-            (offset + size).min(h.reserved_until.load(Relaxed).max(offset + BLOCK_ALIGN));
-        if let Some(inner) = (offset + BLOCK_ALIGN..scanned_end)
-            .step_by(BLOCK_ALIGN as usize)
-            .find(|&o| heap.is_block_start(o))
-        {
-            violation = Some(format!(
-                "offset {inner} inside the block at {offset} is marked as a block start"
-            ));
-            return;
+        let scanned_end = (offset + size).min(heap.reserved_until().max(offset + BLOCK_ALIGN));
+        for inner in (offset + BLOCK_ALIGN..scanned_end).step_by(BLOCK_ALIGN as usize) {
+            if heap.is_block_start(inner)? {
+                violation = Some(format!(
+                    "offset {inner} inside the block at {offset} is marked as a block start"
+                ));
+                return Ok(());
+            }
         }
         match tag & TAG_MASK {
             TAG_FREE => {
@@ -107,8 +120,9 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
             }
             _ => violation = Some(format!("block at {offset} has an unknown tag {tag:#x}")),
         }
+        Ok(())
     });
-    walked?;
+    walked.map_err(text)?;
     if let Some(v) = violation {
         return Err(v);
     }
@@ -159,13 +173,15 @@ fn check_free_lists(heap: &Heap, free_blocks: u64) -> Result<(), String> {
             }
             let mut prev = NONE;
             while cursor != NONE {
-                if !heap.is_block_start(cursor) || !heap.is_free(cursor) {
+                let is_free_start = heap.is_block_start(cursor).map_err(text)?
+                    && heap.is_free(cursor).map_err(text)?;
+                if !is_free_start {
                     return Err(format!(
                         "list ({fl}, {sl}) links {cursor}, which is not a free block"
                     ));
                 }
-                let b = heap.block(cursor);
-                if size_class(b.size.load(Relaxed)) != (fl, sl) {
+                let b = heap.block(cursor).map_err(text)?;
+                if size_class(heap.size_of(cursor).map_err(text)?) != (fl, sl) {
                     return Err(format!("free block at {cursor} is in the wrong size class"));
                 }
                 if b.prev_free.load(Relaxed) != prev {

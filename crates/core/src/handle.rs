@@ -22,12 +22,8 @@ pub struct Handle {
 impl Handle {
     /// Checks that need no lock: alignment, heap bounds, a generation that
     /// was ever issued, and a byte range that does not overflow.
-    pub(crate) fn check_shape(
-        &self,
-        heap: &Heap,
-        next_generation: u64,
-        reserved_until: u64,
-    ) -> Result<()> {
+    pub(crate) fn check_shape(&self, heap: &Heap, next_generation: u64) -> Result<()> {
+        let reserved_until = heap.reserved_until();
         if !self.offset.is_multiple_of(BLOCK_ALIGN) {
             return Err(PoolError::invalid_handle(format!(
                 "offset {} is not 64-byte aligned",
@@ -61,16 +57,18 @@ impl Handle {
     }
 
     /// Checks, under the lock, that the handle names the live allocation it
-    /// was made for and that its range lies inside that allocation.
-    pub(crate) fn check_live(&self, heap: &Heap) -> Result<()> {
+    /// was made for and that its range lies inside that allocation. Returns
+    /// the block's data length, checked against the block's size (which is
+    /// checked against the heap), so a view made from it stays in its block.
+    pub(crate) fn check_live(&self, heap: &Heap) -> Result<u64> {
         let stale = || PoolError::StaleHandle {
             offset: self.offset,
             generation: self.generation,
         };
-        if !heap.is_block_start(self.offset) {
+        if !heap.is_block_start(self.offset)? {
             return Err(stale());
         }
-        let b = heap.block(self.offset);
+        let b = heap.block(self.offset)?;
         let tag = b.tag.load(Relaxed);
         if tag & TAG_MASK != TAG_USED
             || tag & FLAG_RELEASING != 0
@@ -78,7 +76,9 @@ impl Handle {
         {
             return Err(stale());
         }
-        self.check_range(b.data_len.load(Relaxed))
+        let data_len = heap.data_len_of(self.offset)?;
+        self.check_range(data_len)?;
+        Ok(data_len)
     }
 
     pub(crate) fn check_range(&self, data_len: u64) -> Result<()> {

@@ -7,6 +7,10 @@
 //! from several processes at once, and uniform for the undo journal.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+
+use crate::error::{PoolError, Result};
+use crate::view::SegmentView;
 
 /// `b"ARRPOOL\0"` as a little-endian integer.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ARRPOOL\0");
@@ -178,6 +182,46 @@ impl Geometry {
             c += PAGE;
         }
         c
+    }
+}
+
+/// Validates a mapped segment's header against the mapping's length and
+/// returns its geometry: the process keeps this copy and never re-reads the
+/// geometry fields from shared memory (another process could change them).
+pub fn validate_header(view: &SegmentView, len: u64) -> Result<Geometry> {
+    let h = view.header();
+    let bad = |reason: String| Err(PoolError::InvalidSegment { reason });
+    if h.magic.load(Acquire) != MAGIC {
+        return bad("bad magic: not an arraypool segment, or not initialised yet".into());
+    }
+    let version = h.layout_version.load(Relaxed);
+    if version != LAYOUT_VERSION as u64 {
+        return bad(format!(
+            "layout version {version}, this build reads {LAYOUT_VERSION}"
+        ));
+    }
+    let capacity = h.capacity.load(Relaxed);
+    if capacity != len {
+        return bad(format!(
+            "header says {capacity} bytes, the segment has {len}"
+        ));
+    }
+    if capacity > MAX_CAPACITY {
+        return bad(format!(
+            "capacity {capacity} exceeds the maximum {MAX_CAPACITY}"
+        ));
+    }
+    let expected = Geometry::for_capacity(capacity);
+    let found = Geometry {
+        capacity,
+        header_size: h.header_size.load(Relaxed),
+        bitmap_offset: h.bitmap_offset.load(Relaxed),
+        heap_start: h.heap_start.load(Relaxed),
+        heap_end: h.heap_end.load(Relaxed),
+    };
+    match expected {
+        Some(geometry) if geometry == found => Ok(geometry),
+        _ => bad(format!("geometry {found:?} does not match {expected:?}")),
     }
 }
 

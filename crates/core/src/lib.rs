@@ -32,25 +32,33 @@
 //! ```
 
 mod allocator;
+mod capacity;
 mod check;
 pub mod error;
 pub mod handle;
 pub mod inspect;
+mod journal;
 pub mod layout;
+mod local;
 pub mod lock;
 pub mod memfd;
 pub mod pool;
+mod reap;
 mod refs;
+mod release;
+mod reserve;
 pub mod segment;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod txn;
 pub mod view;
 
 pub use error::{PoolError, Result};
 pub use handle::Handle;
 pub use inspect::{collect_abandoned, inspect, remove_if_abandoned, ProcessInfo, SegmentInfo};
 pub use layout::LAYOUT_VERSION;
-pub use pool::{BlockRef, CheckReport, Pool, PoolOptions, ReapReport, Stats};
+pub use check::CheckReport;
+pub use pool::{BlockRef, Pool, PoolOptions, ReapReport, Stats};
 pub use segment::{
     list_segments, random_name, shm_filesystem_bytes, validate_name, Backing, NAME_PREFIX,
 };

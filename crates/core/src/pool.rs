@@ -1,20 +1,28 @@
 //! `Pool`: one process's attachment to a segment, composing the segment
 //! (OS), the layout, the allocator, the lock, the holder records and handle
 //! validation. All public operations are safe to call from several threads.
+//!
+//! The rest of `Pool` lives next to the job it does: transactions
+//! (`txn.rs`), releases and their queue (`release.rs`), reaping
+//! (`reap.rs`), reservation and punching (`reserve.rs`), the local
+//! references (`local.rs`).
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::allocator::Heap;
+use crate::allocator::{BlockAllocator, Heap};
+use crate::check::CheckReport;
 use crate::error::{PoolError, Result};
 use crate::handle::Handle;
 use crate::layout::*;
-use crate::lock::{self, Acquired};
+use crate::local::{LocalRef, LocalState};
+use crate::lock::{self, Wait};
 use crate::memfd;
-use crate::refs::{self, Dropped};
+use crate::refs;
+use crate::reserve::reserve_bitmap;
+use crate::release::QueuedRelease;
 use crate::segment::{self, Backing, Segment};
 use crate::view::SegmentView;
 
@@ -79,14 +87,6 @@ pub struct Stats {
     pub lock_takeovers: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CheckReport {
-    pub blocks: u64,
-    pub free_blocks: u64,
-    /// The first broken invariant, if any.
-    pub violation: Option<String>,
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReapReport {
     /// Dead processes whose slots were cleared.
@@ -98,141 +98,34 @@ pub struct ReapReport {
     pub bytes_freed: u64,
 }
 
-/// Hashes block offsets (64-byte multiples) with one multiply: the local
-/// map sits on the allocate/release path, where SipHash costs more than the
-/// allocation itself.
-#[derive(Default, Clone, Copy)]
-struct OffsetHasher(u64);
-
-impl std::hash::Hasher for OffsetHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, offset: u64) {
-        self.0 = (offset >> 6).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type LocalRefs = HashMap<u64, LocalRef, std::hash::BuildHasherDefault<OffsetHasher>>;
-
-#[derive(Debug, Clone, Copy)]
-struct LocalRef {
-    generation: u64,
-    count: u64,
-}
-
 pub struct Pool {
-    segment: Segment,
-    view: SegmentView,
-    slot: u32,
+    pub(crate) segment: Segment,
+    pub(crate) view: SegmentView,
+    /// Validated once at create/open; never re-read from the segment.
+    pub(crate) geometry: Geometry,
+    pub(crate) slot: u32,
+    /// This process's lock word: its slot and the epoch of its claim.
+    pub(crate) lock_word: u64,
     creator: bool,
-    options: PoolOptions,
-    /// References this process holds, by block offset. Also serialises this
-    /// process's threads around the holder bits (lock order: this, then the
-    /// segment lock).
-    local: Mutex<LocalRefs>,
-    shut_down: AtomicBool,
+    pub(crate) options: PoolOptions,
+    /// References this process holds and whether it closed the pool. Lock
+    /// order: this, then the segment lock, then `queued`.
+    pub(crate) state: Mutex<LocalState>,
+    /// `state.closed`, readable without the mutex.
+    closed: AtomicBool,
+    /// Releases waiting for the segment lock (see `release.rs`).
+    pub(crate) queued: Mutex<Vec<QueuedRelease>>,
+    pub(crate) queued_count: AtomicUsize,
+    /// Queued releases the segment refused (corrupt): their records stay
+    /// until this process leaves, and then its slot is left to be reaped.
+    pub(crate) release_failures: AtomicUsize,
     /// When the allocation path last looked for dead processes (ms since
     /// `epoch`): a dead peer is noticed within `DEAD_PEER_SWEEP` even if
     /// nothing else (lock takeover, full pool) reveals it.
-    last_sweep_ms: std::sync::atomic::AtomicU64,
-    epoch: std::time::Instant,
-    /// Allocations since start; the clock is read only every
-    /// `SWEEP_CLOCK_EVERY` of them (reading it each time cost ~20%).
-    allocations: std::sync::atomic::AtomicU64,
-}
-
-const SWEEP_CLOCK_EVERY: u64 = 256;
-
-/// How often allocation checks the liveness of the other registered
-/// processes (one `fcntl` per registered process).
-const DEAD_PEER_SWEEP: Duration = Duration::from_secs(1);
-
-/// Releases the lock when a critical section ends, and rolls back a
-/// transaction a panic left half done.
-struct LockGuard<'a> {
-    view: &'a SegmentView,
-    slot: u32,
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        if self.view.header().journal_len.load(Acquire) != 0 {
-            self.view.rollback();
-        }
-        lock::release(self.view, self.slot);
-    }
-}
-
-fn default_capacity(backing: Backing) -> Result<u64> {
-    let total = match backing {
-        Backing::Shm => segment::shm_filesystem_bytes()?.0,
-        Backing::Memfd => memory_bytes(),
-    };
-    Ok((total / 2).max(Geometry::min_capacity()))
-}
-
-/// Physical memory, or the cgroup's limit when it is lower (containers).
-fn memory_bytes() -> u64 {
-    use nix::unistd::{sysconf, SysconfVar};
-    let pages = sysconf(SysconfVar::_PHYS_PAGES)
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-        .max(0) as u64;
-    let page = sysconf(SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096)
-        .max(1) as u64;
-    let physical = pages.saturating_mul(page);
-    match cgroup_memory_limit() {
-        Some(limit) if limit < physical || physical == 0 => limit,
-        _ => physical,
-    }
-}
-
-/// This process's cgroup memory limit: v2 `memory.max` of its own cgroup
-/// (from /proc/self/cgroup) or of the namespace root, else v1's
-/// `memory.limit_in_bytes`. None when unlimited or unknown.
-fn cgroup_memory_limit() -> Option<u64> {
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mut candidates = Vec::new();
-    for line in cgroups.lines() {
-        // "0::/path" (v2) or "N:memory:/path" (v1).
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
-        let Some(path) = path
-            .filter(|p| !p.contains(".."))
-            .map(|p| p.trim_end_matches('/'))
-        else {
-            continue;
-        };
-        match controllers {
-            Some("") => candidates.push(format!("/sys/fs/cgroup{path}/memory.max")),
-            Some(c) if c.split(',').any(|c| c == "memory") => {
-                candidates.push(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"))
-            }
-            _ => {}
-        }
-    }
-    candidates.push("/sys/fs/cgroup/memory.max".into());
-    candidates.push("/sys/fs/cgroup/memory/memory.limit_in_bytes".into());
-    candidates
-        .iter()
-        .filter_map(|path| {
-            std::fs::read_to_string(path)
-                .ok()?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .min()
+    pub(crate) last_sweep_ms: AtomicU64,
+    pub(crate) epoch: Instant,
+    /// Allocations since start (the sweep reads the clock every N of them).
+    pub(crate) allocations: AtomicU64,
 }
 
 impl Pool {
@@ -242,7 +135,7 @@ impl Pool {
         let backing = options.backing;
         let capacity = match options.capacity {
             Some(c) => c,
-            None => default_capacity(backing)?,
+            None => crate::capacity::default_capacity(backing)?,
         };
         if backing == Backing::Shm {
             let (shm_total, _) = segment::shm_filesystem_bytes()?;
@@ -308,11 +201,11 @@ impl Pool {
         h.reserved_until.store(geometry.heap_start + PAGE, Relaxed);
         h.pool_id[0].store(id as u64, Relaxed);
         h.pool_id[1].store((id >> 64) as u64, Relaxed);
-        Heap::new(&view).init();
+        Heap::new(&view, &geometry).init()?;
         view.commit();
         // Written last: a segment is valid once its magic is there.
         h.magic.store(MAGIC, Release);
-        Self::register(segment, view, options, true).inspect_err(|_| {
+        Self::register(segment, view, geometry, options, true).inspect_err(|_| {
             let _ = Segment::unlink(&name);
         })
     }
@@ -329,15 +222,16 @@ impl Pool {
         // SAFETY: the mapping is `len` bytes (at least a header), kept alive
         // by `segment`, which moves into the Pool with the view.
         let view = unsafe { SegmentView::new(segment.base(), len) };
-        validate_header(&view, len)?;
+        let geometry = validate_header(&view, len)?;
         // An anonymous pool's id was checked by `memfd::open_pool` before
         // the file was taken, for every candidate it tried.
-        Self::register(segment, view, options, false)
+        Self::register(segment, view, geometry, options, false)
     }
 
     fn register(
         segment: Segment,
         view: SegmentView,
+        geometry: Geometry,
         options: PoolOptions,
         creator: bool,
     ) -> Result<Pool> {
@@ -352,28 +246,38 @@ impl Pool {
             }
         }
         let slot = slot.ok_or(PoolError::TooManyProcesses { max: MAX_PROCESSES })?;
+        // A fresh epoch for this claim of the slot, before taking the lock:
+        // from now on no waiter can mistake us for the slot's dead previous
+        // owner (see `lock.rs`). Not journaled: an epoch must never repeat.
+        let epoch = view.header().processes[slot as usize]
+            .claims
+            .fetch_add(1, Relaxed)
+            .wrapping_add(1);
         let pool = Pool {
             segment,
             view,
+            geometry,
             slot,
+            lock_word: lock::lock_word(slot, epoch),
             creator,
             options,
-            local: Mutex::new(LocalRefs::default()),
-            shut_down: AtomicBool::new(false),
-            last_sweep_ms: std::sync::atomic::AtomicU64::new(0),
-            epoch: std::time::Instant::now(),
-            allocations: std::sync::atomic::AtomicU64::new(0),
+            state: Mutex::new(LocalState::default()),
+            closed: AtomicBool::new(false),
+            queued: Mutex::new(Vec::new()),
+            queued_count: AtomicUsize::new(0),
+            release_failures: AtomicUsize::new(0),
+            last_sweep_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            allocations: AtomicU64::new(0),
         };
-        pool.critical_section(true, |heap| {
+        pool.critical_section(pool.wait(), |heap| {
             let entry = &pool.view.header().processes[slot as usize];
             if entry.state.load(Relaxed) == SLOT_ACTIVE {
                 // The slot's previous owner died and nobody reaped it yet.
                 pool.reap_slots(heap, refs::slot_bit(slot))?;
             }
-            pool.view.set(&entry.state, SLOT_ACTIVE);
-            pool.view.set(&entry.pid, std::process::id() as u64);
-            pool.view.add(&entry.claims, 1);
-            Ok(())
+            pool.view.set(&entry.state, SLOT_ACTIVE)?;
+            pool.view.set(&entry.pid, std::process::id() as u64)
         })?;
         Ok(pool)
     }
@@ -419,139 +323,100 @@ impl Pool {
         self.segment.len()
     }
 
-    /// Runs `f` under the segment lock as one transaction: committed when it
-    /// returns `Ok`, rolled back when it returns `Err`.
-    fn critical_section<T>(
-        &self,
-        registering: bool,
-        f: impl FnOnce(&Heap) -> Result<T>,
-    ) -> Result<T> {
-        let acquired = lock::acquire(
-            &self.view,
-            self.slot,
-            self.options.lock_timeout,
-            registering,
-            |s| self.segment.slot_alive(s as usize),
-        )?;
-        let _guard = LockGuard {
-            view: &self.view,
-            slot: self.slot,
-        };
-        if self.view.header().journal_len.load(Acquire) != 0 {
-            self.view.rollback();
-        }
-        let heap = Heap::new(&self.view);
-        if let Acquired::TakenOver { .. } = acquired {
-            // A dead process held the lock: drop what it (and any other
-            // dead process) held while we are here.
-            let _ = self.reap_locked(&heap);
-        }
-        let result = f(&heap);
-        match result {
-            Ok(_) => self.view.commit(),
-            Err(_) => {
-                self.view.rollback();
-            }
-        }
-        result
+    pub(crate) fn wait(&self) -> Wait {
+        Wait::Up(self.options.lock_timeout)
     }
 
-    fn lock_local(&self) -> MutexGuard<'_, LocalRefs> {
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, LocalState> {
         // A panic while holding this mutex cannot leave the map half
         // updated (single inserts/removes), so poisoning is ignored.
-        self.local
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Test hook point: after entering an operation, before its mutex.
+    fn entered(&self) {
+        #[cfg(feature = "testing")]
+        crate::testing::before_local_lock_point();
+    }
+
+    fn pool_full(&self, heap: &Heap, len: u64) -> PoolError {
+        let used = self.view.header().used_bytes.load(Relaxed);
+        PoolError::PoolFull {
+            requested: len,
+            free: self.heap_bytes().saturating_sub(used),
+            largest_free: heap
+                .largest_free()
+                .unwrap_or(0)
+                .saturating_sub(BLOCK_HEADER_SIZE),
+            named: self.backing() == Backing::Shm,
+        }
+    }
+
+    fn heap_bytes(&self) -> u64 {
+        self.geometry.heap_end - self.geometry.heap_start
     }
 
     /// Allocates a block with room for `len` bytes and takes one reference
     /// to it. The data is not cleared.
     pub fn allocate(&self, len: u64, transfer_required: bool) -> Result<BlockRef> {
-        self.ensure_open()?;
-        let heap_bytes = {
-            let h = self.view.header();
-            h.heap_end.load(Relaxed) - h.heap_start.load(Relaxed)
-        };
+        self.entered();
+        let mut state = self.lock_state();
+        state.ensure_open(self.name())?;
         let size = match len.checked_add(BLOCK_HEADER_SIZE + BLOCK_ALIGN - 1) {
-            Some(s) if s / BLOCK_ALIGN * BLOCK_ALIGN <= heap_bytes => s / BLOCK_ALIGN * BLOCK_ALIGN,
-            _ => {
-                let stats = self.stats()?;
-                return Err(PoolError::PoolFull {
-                    requested: len,
-                    free: stats.free_bytes,
-                    largest_free: stats.largest_free_bytes,
-                    named: self.backing() == Backing::Shm,
-                });
+            Some(s) if s / BLOCK_ALIGN * BLOCK_ALIGN <= self.heap_bytes() => {
+                s / BLOCK_ALIGN * BLOCK_ALIGN
             }
+            _ => return self.critical_section(self.wait(), |heap| Err(self.pool_full(heap, len))),
         };
-        let mut local = self.lock_local();
         let sweep_due = self.sweep_due();
-        let block = self.critical_section(false, |heap| {
+        let block = self.critical_section(self.wait(), |heap| {
             if sweep_due {
                 self.reap_locked(heap)?;
             }
-            let offset = match heap.find_free(size) {
+            let offset = match heap.find_free(size)? {
                 Some(o) => o,
                 None => {
                     let reaped = self.reap_locked(heap)?;
-                    match heap.find_free(size).filter(|_| reaped.blocks_freed > 0) {
+                    match heap.find_free(size)?.filter(|_| reaped.blocks_freed > 0) {
                         Some(o) => o,
-                        None => {
-                            let h = self.view.header();
-                            return Err(PoolError::PoolFull {
-                                requested: len,
-                                free: heap_bytes - h.used_bytes.load(Relaxed),
-                                largest_free: heap.largest_free().saturating_sub(BLOCK_HEADER_SIZE),
-                                named: self.backing() == Backing::Shm,
-                            });
-                        }
+                        None => return Err(self.pool_full(heap, len)),
                     }
                 }
             };
-            let b = heap.block(offset);
+            let b = heap.block(offset)?;
             let mut reserved_len = 0;
             if b.tag.load(Relaxed) & FLAG_UNRESERVED != 0 {
                 // Back the pages before anything is written: a failure here
                 // leaves the heap untouched.
-                // Reserve a chunk plus the header of the cold rest, or at
-                // least the block and that header when tmpfs is short.
-                let block_size = b.size.load(Relaxed);
-                let chunk = (round_up(size, self.options.reserve_chunk.max(PAGE))
-                    + BLOCK_HEADER_SIZE)
-                    .min(block_size);
-                let minimum = (size + BLOCK_HEADER_SIZE).min(block_size);
-                reserved_len = match self.reserve_heap(offset, chunk) {
-                    Ok(()) => chunk,
-                    Err(PoolError::NoSpace { .. }) if chunk > minimum => {
-                        self.reserve_heap(offset, minimum)
-                            .map_err(|_| PoolError::NoSpace { requested: len })?;
-                        minimum
-                    }
-                    Err(PoolError::NoSpace { .. }) => {
-                        return Err(PoolError::NoSpace { requested: len })
-                    }
-                    Err(e) => return Err(e),
-                };
+                reserved_len = self.reserve_for(offset, size, heap.size_of(offset)?, len)?;
             }
-            let used = heap.take(offset, size, reserved_len);
+            let used = heap.take(offset, size, reserved_len)?;
             #[cfg(feature = "testing")]
             crate::testing::pause_inside_allocation_point();
             let v = &self.view;
             let h = v.header();
             let generation = h.next_generation.load(Relaxed);
-            v.set(&h.next_generation, generation + 1);
+            if generation == 0 || generation == u64::MAX {
+                return Err(PoolError::corrupt(
+                    "next_generation",
+                    format!("{generation} cannot be issued"),
+                ));
+            }
+            v.set(&h.next_generation, generation + 1)?;
             let flags = if transfer_required {
                 FLAG_TRANSFER_REQUIRED
             } else {
                 0
             };
-            v.set(&b.tag, TAG_USED | flags);
-            v.set(&b.generation, generation);
-            v.set(&b.holders, refs::slot_bit(self.slot));
-            v.set(&b.data_len, len);
-            v.add(&h.used_bytes, used);
-            v.add(&h.live_blocks, 1);
-            v.add(&h.processes[self.slot as usize].held_blocks, 1);
+            v.set(&b.tag, TAG_USED | flags)?;
+            v.set(&b.generation, generation)?;
+            v.set(&b.holders, refs::slot_bit(self.slot))?;
+            v.set(&b.data_len, len)?;
+            v.add(&h.used_bytes, used)?;
+            v.add(&h.live_blocks, 1)?;
+            v.add(&h.processes[self.slot as usize].held_blocks, 1)?;
             Ok(BlockRef {
                 offset,
                 generation,
@@ -559,10 +424,11 @@ impl Pool {
                 data_len: len,
             })
         })?;
-        local.insert(
+        state.refs.insert(
             block.offset,
             LocalRef {
                 generation: block.generation,
+                data_len: len,
                 count: 1,
             },
         );
@@ -572,7 +438,9 @@ impl Pool {
     /// Takes a reference to the block a handle names (from any process) and
     /// marks the block transferred.
     pub fn attach(&self, handle: &Handle) -> Result<BlockRef> {
-        self.ensure_open()?;
+        self.entered();
+        let mut state = self.lock_state();
+        state.ensure_open(self.name())?;
         if segment::validate_name(&handle.segment).ok() != Some(self.name()) {
             return Err(PoolError::invalid_handle(format!(
                 "the handle belongs to segment {:?}, not {:?}",
@@ -580,91 +448,69 @@ impl Pool {
                 self.name()
             )));
         }
-        let next_generation = self.view.header().next_generation.load(Acquire);
-        let reserved_until = self.view.header().reserved_until.load(Acquire);
-        handle.check_shape(&Heap::new(&self.view), next_generation, reserved_until)?;
-        let mut local = self.lock_local();
-        if let Some(held) = local
-            .get_mut(&handle.offset)
-            .filter(|r| r.generation == handle.generation)
-        {
-            // We hold the block already, so it cannot change under us.
+        let next_generation = self.view.header().next_generation.load(Relaxed);
+        handle.check_shape(&Heap::new(&self.view, &self.geometry), next_generation)?;
+        if let Some(held) = state.held(handle.offset, handle.generation) {
+            // We hold the block already: its data length is our copy.
+            handle.check_range(held.data_len)?;
             let b = self.view.block(handle.offset);
-            handle.check_range(b.data_len.load(Relaxed))?;
-            if b.tag.load(Relaxed) & FLAG_TRANSFERRED == 0 {
-                self.critical_section(false, |_| {
-                    let tag = b.tag.load(Relaxed);
-                    self.view.set(&b.tag, tag | FLAG_TRANSFERRED);
-                    Ok(())
+            if b.is_none_or(|b| b.tag.load(Relaxed) & FLAG_TRANSFERRED == 0) {
+                self.critical_section(self.wait(), |heap| {
+                    let b = refs::used_block(heap, handle.offset)?;
+                    if b.generation.load(Relaxed) != handle.generation {
+                        return Err(PoolError::corrupt(
+                            "generation",
+                            format!("the block at {} this process holds changed generation", handle.offset),
+                        ));
+                    }
+                    self.view.set(&b.tag, b.tag.load(Relaxed) | FLAG_TRANSFERRED)
                 })?;
             }
             held.count += 1;
-            return Ok(self.block_ref(handle.offset));
+            return Ok(block_ref(handle.offset, handle.generation, held.data_len));
         }
-        self.critical_section(false, |heap| {
-            handle.check_live(heap)?;
-            refs::add_holder(heap, handle.offset, self.slot, true);
-            Ok(())
+        let data_len = self.critical_section(self.wait(), |heap| {
+            let data_len = handle.check_live(heap)?;
+            refs::add_holder(heap, handle.offset, self.slot, true)?;
+            Ok(data_len)
         })?;
-        local.insert(
+        state.refs.insert(
             handle.offset,
             LocalRef {
                 generation: handle.generation,
+                data_len,
                 count: 1,
             },
         );
-        Ok(self.block_ref(handle.offset))
+        Ok(block_ref(handle.offset, handle.generation, data_len))
     }
 
     /// Another reference to (a range of) a block this process already holds:
     /// a second view or a slice. Unlike `attach`, it does not mark the block
     /// transferred (a slice is not a hand-over) and touches no shared state.
     pub fn share(&self, handle: &Handle) -> Result<BlockRef> {
-        self.ensure_open()?;
-        let mut local = self.lock_local();
-        let held = local
-            .get_mut(&handle.offset)
-            .filter(|r| r.generation == handle.generation)
+        self.entered();
+        let mut state = self.lock_state();
+        state.ensure_open(self.name())?;
+        let held = state
+            .held(handle.offset, handle.generation)
             .ok_or(PoolError::NotHeld {
                 offset: handle.offset,
             })?;
-        let b = self.view.block(handle.offset);
-        handle.check_range(b.data_len.load(Relaxed))?;
+        handle.check_range(held.data_len)?;
         held.count += 1;
-        Ok(self.block_ref(handle.offset))
-    }
-
-    fn ensure_open(&self) -> Result<()> {
-        if self.shut_down.load(Relaxed) {
-            return Err(PoolError::Closed {
-                name: self.name().to_string(),
-            });
-        }
-        Ok(())
+        Ok(block_ref(handle.offset, handle.generation, held.data_len))
     }
 
     pub fn is_closed(&self) -> bool {
-        self.shut_down.load(Relaxed)
-    }
-
-    fn block_ref(&self, offset: u64) -> BlockRef {
-        let b = self.view.block(offset);
-        BlockRef {
-            offset,
-            generation: b.generation.load(Relaxed),
-            data_offset: offset + BLOCK_HEADER_SIZE,
-            data_len: b.data_len.load(Relaxed),
-        }
+        self.closed.load(Relaxed)
     }
 
     /// One more reference to a block this process already holds (a second
     /// view, a slice). Touches no shared state.
     pub fn retain(&self, offset: u64, generation: u64) -> Result<()> {
-        let mut local = self.lock_local();
-        match local
-            .get_mut(&offset)
-            .filter(|r| r.generation == generation)
-        {
+        let mut state = self.lock_state();
+        match state.held(offset, generation) {
             Some(held) => {
                 held.count += 1;
                 Ok(())
@@ -674,190 +520,54 @@ impl Pool {
     }
 
     /// Drops one reference; the last one of this process drops its holder
-    /// record, and the block is freed when the lifetime rule allows.
+    /// record, and the block is freed when the lifetime rule allows. Never
+    /// waits for the segment lock: if it is busy, the drop is queued (see
+    /// `release.rs`) and this returns `Ok`.
     pub fn release(&self, offset: u64, generation: u64) -> Result<()> {
-        let mut local = self.lock_local();
-        match local
-            .get_mut(&offset)
-            .filter(|r| r.generation == generation)
-        {
+        self.entered();
+        let mut state = self.lock_state();
+        match state.held(offset, generation) {
             Some(held) if held.count > 1 => {
                 held.count -= 1;
                 return Ok(());
             }
             Some(_) => {
-                local.remove(&offset);
+                state.refs.remove(&offset);
             }
             None => return Err(PoolError::NotHeld { offset }),
         }
-        let dropped = self.drop_reference(offset);
-        if dropped.is_err() {
-            // The holder record is still in the segment: keep ours so a
-            // later release (or close, or death) can drop it.
-            local.insert(
-                offset,
-                LocalRef {
-                    generation,
-                    count: 1,
-                },
-            );
-        }
-        dropped
-    }
-
-    /// Drops this process's holder record of `offset` (local map already
-    /// updated, its mutex held by the caller).
-    fn drop_reference(&self, offset: u64) -> Result<()> {
-        let threshold = self.options.punch_threshold;
-        let punch = self.critical_section(false, |heap| {
-            let b = heap.block(offset);
-            let size = b.size.load(Relaxed);
-            let others = b.holders.load(Relaxed) & !refs::slot_bit(self.slot);
-            let tag = b.tag.load(Relaxed);
-            let will_free =
-                others == 0 && (tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0);
-            if will_free && size >= threshold {
-                // Return the pages outside the lock; meanwhile the block is
-                // ours alone and no handle can attach it.
-                self.view.set(&b.tag, tag | FLAG_RELEASING);
-                return Ok(true);
-            }
-            if refs::drop_holder(heap, offset, self.slot, false) == Dropped::Free {
-                refs::free_block(heap, offset, false);
-            }
-            Ok(false)
-        })?;
-        if punch {
-            let b = self.view.block(offset);
-            let _ = self.segment.punch_hole(
-                offset + BLOCK_HEADER_SIZE,
-                b.size.load(Relaxed) - BLOCK_HEADER_SIZE,
-            );
-            self.critical_section(false, |heap| {
-                if refs::drop_holder(heap, offset, self.slot, false) == Dropped::Free {
-                    refs::free_block(heap, offset, true);
-                }
-                Ok(())
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Whether the periodic dead-peer sweep is due (and claims it).
-    fn sweep_due(&self) -> bool {
-        if !self
-            .allocations
-            .fetch_add(1, Relaxed)
-            .is_multiple_of(SWEEP_CLOCK_EVERY)
-        {
-            return false;
-        }
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.last_sweep_ms.load(Relaxed);
-        now.saturating_sub(last) >= DEAD_PEER_SWEEP.as_millis() as u64
-            && self
-                .last_sweep_ms
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-    }
-
-    /// Backs heap bytes `[offset, offset + len)` and the block-start bitmap
-    /// words that describe them, so no write there can raise SIGBUS.
-    fn reserve_heap(&self, offset: u64, len: u64) -> Result<()> {
-        self.segment.reserve(offset, len)?;
-        let reserved_until = &self.view.header().reserved_until;
-        if offset + len > reserved_until.load(Relaxed) {
-            self.view.set(reserved_until, offset + len);
-        }
-        let h = self.view.header();
-        let geometry = Geometry::for_capacity(h.capacity.load(Relaxed)).ok_or_else(|| {
-            PoolError::InvalidSegment {
-                reason: "capacity changed".into(),
-            }
-        })?;
-        reserve_bitmap(&self.segment, &geometry, offset, len)
+        self.drop_reference(offset, generation)
     }
 
     /// References this process holds (views counted one by one).
     pub fn held_references(&self) -> u64 {
-        self.lock_local().values().map(|r| r.count).sum()
+        self.lock_state().refs.values().map(|r| r.count).sum()
     }
 
-    /// Pointer to the data of a block this process holds.
+    /// Pointer to the data of a block this process holds; null if the
+    /// block's range does not lie inside the mapping (a `BlockRef` not made
+    /// by this pool).
     pub fn data_ptr(&self, block: &BlockRef) -> *mut u8 {
-        self.view.ptr(block.data_offset)
+        self.view
+            .range_ptr(block.data_offset, block.data_len)
+            .unwrap_or(std::ptr::null_mut())
     }
 
     /// Drops the holder records of every dead process (found by their
     /// liveness locks): blocks others hold are untouched, blocks nobody holds
     /// any more are freed (in-flight ones wait for their transfer).
     pub fn reap(&self) -> Result<ReapReport> {
-        self.ensure_open()?;
-        self.critical_section(false, |heap| self.reap_locked(heap))
-    }
-
-    fn reap_locked(&self, heap: &Heap) -> Result<ReapReport> {
-        let h = self.view.header();
-        let mut dead = 0u64;
-        for (k, entry) in h.processes.iter().enumerate() {
-            if k as u32 != self.slot
-                && entry.state.load(Relaxed) == SLOT_ACTIVE
-                && !self.segment.slot_alive(k)
-            {
-                dead |= refs::slot_bit(k as u32);
-            }
-        }
-        self.reap_slots(heap, dead)
-    }
-
-    fn reap_slots(&self, heap: &Heap, dead: u64) -> Result<ReapReport> {
-        let mut report = ReapReport::default();
-        if dead == 0 {
-            return Ok(report);
-        }
-        for offset in refs::blocks_held_by(heap, dead) {
-            let mut held = heap.block(offset).holders.load(Relaxed) & dead;
-            while held != 0 {
-                let slot = held.trailing_zeros();
-                held &= held - 1;
-                report.references += 1;
-                let b = heap.block(offset);
-                // A releaser that died may have punched the pages already.
-                let was_releasing = b.tag.load(Relaxed) & FLAG_RELEASING != 0;
-                if refs::drop_holder(heap, offset, slot, true) == Dropped::Free {
-                    let size = b.size.load(Relaxed);
-                    let punched = size >= self.options.punch_threshold
-                        && self
-                            .segment
-                            .punch_hole(offset + BLOCK_HEADER_SIZE, size - BLOCK_HEADER_SIZE)
-                            .is_ok();
-                    refs::free_block(heap, offset, punched || was_releasing);
-                    report.blocks_freed += 1;
-                    report.bytes_freed += size;
-                }
-                // One transaction per dropped holder keeps the journal bounded
-                // however many dead processes held the block.
-                self.view.commit();
-            }
-        }
-        let h = self.view.header();
-        let mut remaining = dead;
-        while remaining != 0 {
-            let slot = remaining.trailing_zeros() as usize;
-            remaining &= remaining - 1;
-            self.view.set(&h.processes[slot].state, SLOT_FREE);
-            self.view.set(&h.processes[slot].held_blocks, 0);
-            report.processes += 1;
-        }
-        self.view.commit();
-        Ok(report)
+        let state = self.lock_state();
+        state.ensure_open(self.name())?;
+        self.critical_section(self.wait(), |heap| self.reap_locked(heap))
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        self.ensure_open()?;
-        self.critical_section(false, |heap| {
+        let state = self.lock_state();
+        state.ensure_open(self.name())?;
+        self.critical_section(self.wait(), |heap| {
             let h = self.view.header();
-            let heap_bytes = heap.end - heap.start;
+            let heap_bytes = self.heap_bytes();
             let used = h.used_bytes.load(Relaxed);
             let processes = h
                 .processes
@@ -869,11 +579,11 @@ impl Pool {
                 })
                 .count() as u64;
             Ok(Stats {
-                capacity_bytes: h.capacity.load(Relaxed),
+                capacity_bytes: self.geometry.capacity,
                 heap_bytes,
                 used_bytes: used,
-                free_bytes: heap_bytes - used,
-                largest_free_bytes: heap.largest_free().saturating_sub(BLOCK_HEADER_SIZE),
+                free_bytes: heap_bytes.saturating_sub(used),
+                largest_free_bytes: heap.largest_free()?.saturating_sub(BLOCK_HEADER_SIZE),
                 live_blocks: h.live_blocks.load(Relaxed),
                 in_flight_blocks: h.in_flight_blocks.load(Relaxed),
                 processes,
@@ -884,45 +594,62 @@ impl Pool {
 
     /// Walks the whole heap and the free lists and verifies every invariant.
     pub fn check(&self) -> Result<CheckReport> {
-        self.ensure_open()?;
-        self.critical_section(false, |heap| Ok(crate::check::check(heap)))
+        let state = self.lock_state();
+        state.ensure_open(self.name())?;
+        self.critical_section(self.wait(), |heap| Ok(crate::check::check(heap)))
     }
 
     /// Releases every reference this process holds, leaves the process
     /// table, and (creator only) unlinks the segment name. The mapping stays
     /// until the `Pool` is dropped, so memory still viewed by this process
     /// is never unmapped under it; later operations fail with `Closed`.
-    /// Idempotent.
+    /// Never waits for a busy segment lock: if it cannot be taken at once,
+    /// this process just gives up its slot, and the others reap its
+    /// references as a dead process's. Idempotent.
     pub fn close(&self) -> Result<()> {
-        if self.shut_down.swap(true, Relaxed) {
+        let mut state = self.lock_state();
+        if state.closed {
             return Ok(());
         }
-        let held: Vec<u64> = self
-            .lock_local()
+        state.closed = true;
+        self.closed.store(true, Release);
+        let held: Vec<(u64, u64)> = state
+            .refs
             .drain()
-            .map(|(offset, _)| offset)
+            .map(|(offset, r)| (offset, r.generation))
             .collect();
-        let mut first_error = None;
-        for offset in held {
-            if let Err(e) = self.drop_reference(offset) {
-                first_error.get_or_insert(e);
-            }
-        }
         let slot = self.slot as usize;
-        if first_error.is_none() {
-            let left = self.critical_section(false, |_| {
-                let entry = &self.view.header().processes[slot];
-                self.view.set(&entry.state, SLOT_FREE);
-                self.view.set(&entry.held_blocks, 0);
-                Ok(())
-            });
-            if let Err(e) = left {
-                first_error.get_or_insert(e);
+        // Queued releases run first in the critical section; then each held
+        // block is dropped as its own transaction.
+        let left = self.critical_section(Wait::Try, |heap| {
+            let mut failed = self.release_failures.load(Relaxed);
+            for &(offset, generation) in &held {
+                let dropped = self.drop_step(heap, offset, generation, false).map(|_| ());
+                if self.committed(dropped).is_err() {
+                    failed += 1;
+                }
             }
-        }
-        // Leave the slot to others. If some holder records could not be
-        // dropped, the slot stays active and is reaped like a dead process's.
+            if failed != 0 {
+                return Err(PoolError::corrupt(
+                    "block header",
+                    format!("{failed} references could not be dropped; the slot is left to be reaped"),
+                ));
+            }
+            let entry = &self.view.header().processes[slot];
+            self.view.set(&entry.state, SLOT_FREE)?;
+            self.view.set(&entry.held_blocks, 0)
+        });
+        // Whatever is still queued stays in the segment for the reapers.
+        self.lock_queue().clear();
+        self.queued_count.store(0, Relaxed);
+        // Leave the slot to others. If the lock was busy or some holder
+        // records could not be dropped, the slot stays active and is reaped
+        // like a dead process's.
         self.segment.unlock_slot(slot);
+        let mut first_error = match left {
+            Ok(()) | Err(PoolError::LockTimeout { .. }) => None,
+            Err(e) => Some(e),
+        };
         if self.creator {
             match Segment::unlink(self.name()) {
                 Ok(()) | Err(PoolError::SegmentNotFound { .. }) => {}
@@ -931,13 +658,14 @@ impl Pool {
                 }
             }
         }
+        drop(state);
         first_error.map_or(Ok(()), Err)
     }
 
     /// Takes and releases the segment lock with no work inside (benchmarks).
     #[doc(hidden)]
     pub fn empty_critical_section(&self) -> Result<()> {
-        self.critical_section(false, |_| Ok(()))
+        self.critical_section(self.wait(), |_| Ok(()))
     }
 
     /// The process slot holding the lock right now, if any (diagnostics).
@@ -945,7 +673,7 @@ impl Pool {
     pub fn lock_owner(&self) -> Option<u32> {
         match self.view.header().lock_word.load(Relaxed) {
             0 => None,
-            w => Some((w - 1) as u32),
+            w => Some(lock::owner_slot(w).unwrap_or(u32::MAX)),
         }
     }
 
@@ -962,7 +690,20 @@ impl Pool {
     /// reference is released and nothing is unlinked. For tests.
     #[cfg(feature = "testing")]
     pub fn abandon(self) {
-        self.shut_down.store(true, Relaxed);
+        let mut state = self.lock_state();
+        state.closed = true;
+        state.refs.clear();
+        drop(state);
+        self.closed.store(true, Release);
+    }
+}
+
+fn block_ref(offset: u64, generation: u64, data_len: u64) -> BlockRef {
+    BlockRef {
+        offset,
+        generation,
+        data_offset: offset + BLOCK_HEADER_SIZE,
+        data_len,
     }
 }
 
@@ -970,49 +711,4 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let _ = self.close();
     }
-}
-
-/// Backs the bitmap words for heap bytes `[offset, offset + len)`.
-fn reserve_bitmap(segment: &Segment, geometry: &Geometry, offset: u64, len: u64) -> Result<()> {
-    let first_word = offset / BLOCK_ALIGN / 64;
-    let last_word = (offset + len).div_ceil(BLOCK_ALIGN).div_ceil(64);
-    let start = geometry.bitmap_offset + first_word * 8;
-    segment.reserve(start, (last_word - first_word + 1) * 8)
-}
-
-pub(crate) fn validate_header(view: &SegmentView, len: u64) -> Result<()> {
-    let h = view.header();
-    let bad = |reason: String| Err(PoolError::InvalidSegment { reason });
-    if h.magic.load(Acquire) != MAGIC {
-        return bad("bad magic: not an arraypool segment, or not initialised yet".into());
-    }
-    let version = h.layout_version.load(Relaxed);
-    if version != LAYOUT_VERSION as u64 {
-        return bad(format!(
-            "layout version {version}, this build reads {LAYOUT_VERSION}"
-        ));
-    }
-    let capacity = h.capacity.load(Relaxed);
-    if capacity != len {
-        return bad(format!(
-            "header says {capacity} bytes, the segment has {len}"
-        ));
-    }
-    if capacity > MAX_CAPACITY {
-        return bad(format!(
-            "capacity {capacity} exceeds the maximum {MAX_CAPACITY}"
-        ));
-    }
-    let expected = Geometry::for_capacity(capacity);
-    let found = Geometry {
-        capacity,
-        header_size: h.header_size.load(Relaxed),
-        bitmap_offset: h.bitmap_offset.load(Relaxed),
-        heap_start: h.heap_start.load(Relaxed),
-        heap_end: h.heap_end.load(Relaxed),
-    };
-    if expected != Some(found) {
-        return bad(format!("geometry {found:?} does not match {expected:?}"));
-    }
-    Ok(())
 }

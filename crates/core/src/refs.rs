@@ -15,7 +15,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::allocator::Heap;
+use crate::allocator::{BlockAllocator, Heap};
+use crate::error::{PoolError, Result};
 use crate::layout::*;
 
 /// What dropping a holder did to the block.
@@ -30,26 +31,41 @@ pub enum Dropped {
 }
 
 pub fn slot_bit(slot: u32) -> u64 {
-    1u64 << slot
+    1u64 << (slot % 64)
+}
+
+/// The used block at `offset` (a block start tagged used), checked.
+pub fn used_block<'a>(heap: &Heap<'a>, offset: u64) -> Result<&'a BlockHeader> {
+    let b = heap.block(offset)?;
+    if !heap.is_block_start(offset)? || b.tag.load(Relaxed) & TAG_MASK != TAG_USED {
+        return Err(PoolError::corrupt(
+            "tag",
+            format!("the block at {offset} this process holds is no longer a used block"),
+        ));
+    }
+    heap.data_len_of(offset)?;
+    Ok(b)
+}
+
+fn process_slot<'a>(heap: &Heap<'a>, slot: u32) -> &'a ProcessSlot {
+    &heap.view.header().processes[slot as usize % MAX_PROCESSES]
 }
 
 /// Adds `slot` as a holder of the used block at `offset`.
-pub fn add_holder(heap: &Heap, offset: u64, slot: u32, transferred: bool) {
+pub fn add_holder(heap: &Heap, offset: u64, slot: u32, transferred: bool) -> Result<()> {
     let v = heap.view;
     let h = v.header();
-    let b = heap.block(offset);
+    let b = used_block(heap, offset)?;
     let holders = b.holders.load(Relaxed);
     if holders == 0 {
-        v.sub(&h.in_flight_blocks, 1);
+        v.sub(&h.in_flight_blocks, 1)?;
     }
-    v.set(&b.holders, holders | slot_bit(slot));
+    v.set(&b.holders, holders | slot_bit(slot))?;
     if transferred {
         let tag = b.tag.load(Relaxed);
-        if tag & FLAG_TRANSFERRED == 0 {
-            v.set(&b.tag, tag | FLAG_TRANSFERRED);
-        }
+        v.set(&b.tag, tag | FLAG_TRANSFERRED)?;
     }
-    v.add(&h.processes[slot as usize].held_blocks, 1);
+    v.add(&process_slot(heap, slot).held_blocks, 1)
 }
 
 /// Removes `slot` as a holder and says what the block's fate is; does not
@@ -59,42 +75,44 @@ pub fn add_holder(heap: &Heap, offset: u64, slot: u32, transferred: bool) {
 /// even if it was never transferred (a handle still in transit then gets a
 /// clean `StaleHandle`). Blocks a process had already dropped before dying
 /// carry no bit of it and stay in flight for their receiver.
-pub fn drop_holder(heap: &Heap, offset: u64, slot: u32, holder_died: bool) -> Dropped {
+pub fn drop_holder(heap: &Heap, offset: u64, slot: u32, holder_died: bool) -> Result<Dropped> {
     let v = heap.view;
     let h = v.header();
-    let b = heap.block(offset);
+    let b = used_block(heap, offset)?;
     let holders = b.holders.load(Relaxed) & !slot_bit(slot);
-    v.set(&b.holders, holders);
-    v.sub(&h.processes[slot as usize].held_blocks, 1);
+    v.set(&b.holders, holders)?;
+    v.sub(&process_slot(heap, slot).held_blocks, 1)?;
     if holders != 0 {
-        return Dropped::StillHeld;
+        return Ok(Dropped::StillHeld);
     }
     let tag = b.tag.load(Relaxed);
     if !holder_died && tag & FLAG_TRANSFER_REQUIRED != 0 && tag & FLAG_TRANSFERRED == 0 {
-        v.add(&h.in_flight_blocks, 1);
-        Dropped::InFlight
+        v.add(&h.in_flight_blocks, 1)?;
+        Ok(Dropped::InFlight)
     } else {
-        Dropped::Free
+        Ok(Dropped::Free)
     }
 }
 
 /// Frees a used block nobody holds and updates the counters.
-pub fn free_block(heap: &Heap, offset: u64, unreserved: bool) {
+pub fn free_block(heap: &Heap, offset: u64, unreserved: bool) -> Result<()> {
     let v = heap.view;
     let h = v.header();
-    let size = heap.block(offset).size.load(Relaxed);
-    v.sub(&h.used_bytes, size);
-    v.sub(&h.live_blocks, 1);
-    heap.free(offset, unreserved);
+    let size = heap.size_of(offset)?;
+    v.sub(&h.used_bytes, size)?;
+    v.sub(&h.live_blocks, 1)?;
+    heap.free(offset, unreserved)?;
+    Ok(())
 }
 
 /// Used blocks that carry any bit of `slots_mask` as a holder (one heap walk).
-pub fn blocks_held_by(heap: &Heap, slots_mask: u64) -> Vec<u64> {
+pub fn blocks_held_by(heap: &Heap, slots_mask: u64) -> Result<Vec<u64>> {
     let mut found = Vec::new();
-    let _ = heap.walk(|offset, b| {
+    heap.walk(|offset, b| {
         if b.tag.load(Relaxed) & TAG_MASK == TAG_USED && b.holders.load(Relaxed) & slots_mask != 0 {
             found.push(offset);
         }
-    });
-    found
+        Ok(())
+    })?;
+    Ok(found)
 }

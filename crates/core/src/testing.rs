@@ -2,10 +2,12 @@
 //! fault tests. Compiled only with the `testing` cargo feature, which the
 //! shipped addon does not enable.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 static PAUSE_IN_ALLOCATION_MS: AtomicU64 = AtomicU64::new(0);
+static HOLD_BEFORE_LOCAL_LOCK: AtomicBool = AtomicBool::new(false);
+static HELD_BEFORE_LOCAL_LOCK: AtomicBool = AtomicBool::new(false);
 static CRASH_AFTER_WRITES: AtomicU64 = AtomicU64::new(0);
 
 /// Makes every following allocation in this process sleep `ms`
@@ -37,4 +39,28 @@ pub(crate) fn journaled_write_point() {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
     CRASH_AFTER_WRITES.store(left - 1, Relaxed);
+}
+
+/// While on, the next operation (allocate, attach, share, release) that
+/// enters stops before taking the pool's local mutex, until turned off.
+/// `held_before_local_lock` says whether one is stopped there.
+pub fn hold_before_local_lock(on: bool) {
+    if on {
+        HELD_BEFORE_LOCAL_LOCK.store(false, Relaxed);
+    }
+    HOLD_BEFORE_LOCAL_LOCK.store(on, Relaxed);
+}
+
+pub fn held_before_local_lock() -> bool {
+    HELD_BEFORE_LOCAL_LOCK.load(Relaxed)
+}
+
+pub(crate) fn before_local_lock_point() {
+    if !HOLD_BEFORE_LOCAL_LOCK.load(Relaxed) {
+        return;
+    }
+    HELD_BEFORE_LOCAL_LOCK.store(true, Relaxed);
+    while HOLD_BEFORE_LOCAL_LOCK.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }

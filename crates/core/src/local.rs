@@ -1,0 +1,62 @@
+//! What this process holds: its references per block (several views of one
+//! block are counted here, never in the segment) and whether it closed the
+//! pool. One mutex guards both, so `close` is ordered with every
+//! `allocate`, `attach`, `share` and `release`: after `close`, nothing is
+//! handed out.
+
+use std::collections::HashMap;
+
+use crate::error::{PoolError, Result};
+
+/// Hashes block offsets (64-byte multiples) with one multiply: the map sits
+/// on the allocate/release path, where SipHash costs more than the
+/// allocation itself.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct OffsetHasher(u64);
+
+impl std::hash::Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, offset: u64) {
+        self.0 = (offset >> 6).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// One held block, as validated when this process took it: its data length
+/// is this process's copy (the segment's may change under it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalRef {
+    pub generation: u64,
+    pub data_len: u64,
+    pub count: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct LocalState {
+    pub refs: HashMap<u64, LocalRef, std::hash::BuildHasherDefault<OffsetHasher>>,
+    pub closed: bool,
+}
+
+impl LocalState {
+    pub fn ensure_open(&self, name: &str) -> Result<()> {
+        if self.closed {
+            return Err(PoolError::Closed {
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The reference to `offset` if it is of `generation`.
+    pub fn held(&mut self, offset: u64, generation: u64) -> Option<&mut LocalRef> {
+        self.refs
+            .get_mut(&offset)
+            .filter(|r| r.generation == generation)
+    }
+}

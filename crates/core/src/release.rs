@@ -1,0 +1,174 @@
+//! Dropping references. A release never waits for the segment lock: it is
+//! made from finalizers and on event loops, and a stopped lock holder must
+//! not stall them. When the lock is not free at once, the release is queued
+//! in this process and done by its next critical section (any operation),
+//! or by `flush_releases` (a timer in the Node binding). The holder record
+//! stays in the segment meanwhile, so nothing leaks: if this process dies
+//! first, reaping drops it like any other record of a dead process.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::allocator::Heap;
+use crate::error::{PoolError, Result};
+use crate::layout::*;
+use crate::lock::Wait;
+use crate::pool::Pool;
+use crate::refs::{self, Dropped};
+
+/// A holder record to drop later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueuedRelease {
+    pub offset: u64,
+    pub generation: u64,
+    /// The block was marked releasing and its pages punched: only the
+    /// record drop and the free remain.
+    pub punched: bool,
+}
+
+/// What the first step of a drop decided.
+pub(crate) enum Step {
+    Done,
+    /// The block is ours alone and large: punch outside the lock, then finish.
+    PunchThenFree { size: u64 },
+}
+
+impl Pool {
+    /// Drops this process's holder record of the block (its last local
+    /// reference is gone) without waiting for the lock: done now if the
+    /// lock is free, else queued.
+    pub(crate) fn drop_reference(&self, offset: u64, generation: u64) -> Result<()> {
+        let step = self.critical_section(Wait::Try, |heap| {
+            self.drop_step(heap, offset, generation, true)
+        });
+        match step {
+            Ok(Step::Done) => Ok(()),
+            Ok(Step::PunchThenFree { size }) => {
+                let punched = self.punch_block(offset, size);
+                let finish = self.critical_section(Wait::Try, |heap| {
+                    self.finish_punched(heap, offset, generation, punched)
+                });
+                match finish {
+                    Err(PoolError::LockTimeout { .. }) => {
+                        self.queue(offset, generation, punched);
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
+            Err(PoolError::LockTimeout { .. }) => {
+                self.queue(offset, generation, false);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn queue(&self, offset: u64, generation: u64, punched: bool) {
+        let mut queued = self.lock_queue();
+        queued.push(QueuedRelease {
+            offset,
+            generation,
+            punched,
+        });
+        self.queued_count.store(queued.len(), Relaxed);
+    }
+
+    /// First step of a drop, under the lock. With `may_punch`, a large
+    /// block that will be freed is marked releasing instead (the caller
+    /// punches it outside the lock); otherwise it is freed at once.
+    pub(crate) fn drop_step(
+        &self,
+        heap: &Heap,
+        offset: u64,
+        generation: u64,
+        may_punch: bool,
+    ) -> Result<Step> {
+        let b = refs::used_block(heap, offset)?;
+        if b.generation.load(Relaxed) != generation {
+            return Err(PoolError::corrupt(
+                "generation",
+                format!("the block at {offset} this process holds changed generation"),
+            ));
+        }
+        let size = heap.size_of(offset)?;
+        let others = b.holders.load(Relaxed) & !refs::slot_bit(self.slot);
+        let tag = b.tag.load(Relaxed);
+        let will_free =
+            others == 0 && (tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0);
+        if may_punch && will_free && size >= self.options.punch_threshold {
+            // Return the pages outside the lock; meanwhile the block is
+            // ours alone and no handle can attach it.
+            self.view.set(&b.tag, tag | FLAG_RELEASING)?;
+            return Ok(Step::PunchThenFree { size });
+        }
+        if refs::drop_holder(heap, offset, self.slot, false)? == Dropped::Free {
+            refs::free_block(heap, offset, false)?;
+        }
+        Ok(Step::Done)
+    }
+
+    fn finish_punched(&self, heap: &Heap, offset: u64, generation: u64, punched: bool) -> Result<()> {
+        let b = refs::used_block(heap, offset)?;
+        if b.generation.load(Relaxed) != generation {
+            return Err(PoolError::corrupt(
+                "generation",
+                format!("the block at {offset} being released changed generation"),
+            ));
+        }
+        if refs::drop_holder(heap, offset, self.slot, false)? == Dropped::Free {
+            refs::free_block(heap, offset, punched)?;
+        }
+        Ok(())
+    }
+
+    /// Does the queued releases, each its own transaction (under the lock,
+    /// from `critical_section`). A release the segment refuses (corrupt) is
+    /// dropped from the queue: its record stays until this process leaves.
+    pub(crate) fn drain_queued_releases(&self, heap: &Heap) {
+        if self.queued_count.load(Relaxed) == 0 {
+            return;
+        }
+        let queued: Vec<QueuedRelease> = std::mem::take(&mut *self.lock_queue());
+        self.queued_count.store(0, Relaxed);
+        for q in queued {
+            let done = if q.punched {
+                self.finish_punched(heap, q.offset, q.generation, true)
+            } else {
+                // Under the lock already: a large block is freed without
+                // returning its pages (punching here would hold the lock).
+                self.drop_step(heap, q.offset, q.generation, false)
+                    .map(|_| ())
+            };
+            if self.committed(done).is_err() {
+                self.release_failures.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Does the queued releases now if the lock is free at once; never
+    /// waits. Returns how many are still queued.
+    pub fn flush_releases(&self) -> usize {
+        if self.queued_count.load(Relaxed) == 0 {
+            return 0;
+        }
+        if let Ok(state) = self.state.try_lock() {
+            if !state.closed {
+                let _ = self.critical_section(Wait::Try, |_| Ok(()));
+            }
+        }
+        self.queued_count.load(Relaxed)
+    }
+
+    /// Releases queued because the lock was busy (diagnostics, tests).
+    pub fn queued_releases(&self) -> usize {
+        self.queued_count.load(Relaxed)
+    }
+
+    pub(crate) fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<QueuedRelease>> {
+        // A panic while holding this mutex cannot leave the list half
+        // updated (single pushes and takes), so poisoning is ignored.
+        self.queued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
