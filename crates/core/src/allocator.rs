@@ -165,9 +165,7 @@ impl<'a> Heap<'a> {
         if data_len > size - BLOCK_HEADER_SIZE {
             return Err(corrupt(
                 "data_len",
-                format!(
-                    "block at {offset} of {size} bytes claims {data_len} bytes of data"
-                ),
+                format!("block at {offset} of {size} bytes claims {data_len} bytes of data"),
             ));
         }
         Ok(data_len)
@@ -229,7 +227,12 @@ impl<'a> Heap<'a> {
             .free_heads
             .get(fl)
             .and_then(|row| row.get(sl))
-            .ok_or_else(|| corrupt("block size", format!("size class ({fl}, {sl}) out of range")))
+            .ok_or_else(|| {
+                corrupt(
+                    "block size",
+                    format!("size class ({fl}, {sl}) out of range"),
+                )
+            })
     }
 
     fn sl_bitmap(&self, fl: usize) -> Result<&'a AtomicU64> {
@@ -570,5 +573,175 @@ impl BlockAllocator for Heap<'_> {
             cursor = b.next_free.load(Relaxed);
         }
         Ok(best)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::check;
+
+    const CAPACITY: u64 = 1 << 20;
+
+    /// A heap in ordinary memory, fully reserved, as `Pool::create` lays it out.
+    fn with_heap(f: impl FnOnce(&Heap)) {
+        let mut memory = vec![0u64; (CAPACITY / 8) as usize];
+        // SAFETY: a local buffer of CAPACITY bytes, 8-aligned (page
+        // alignment is not needed for plain reads and writes), alive during `f`.
+        let view = unsafe { SegmentView::new(memory.as_mut_ptr() as *mut u8, CAPACITY) };
+        let g = Geometry::for_capacity(CAPACITY).unwrap();
+        view.header().next_generation.store(1, Relaxed);
+        view.header().reserved_until.store(g.heap_end, Relaxed);
+        let heap = Heap::new(&view, &g);
+        heap.init().unwrap();
+        view.commit();
+        f(&heap);
+    }
+
+    /// What `Pool::allocate` does with the allocator, minus the bookkeeping
+    /// the checker does not need to be told about.
+    fn allocate(heap: &Heap, len: u64) -> Result<u64> {
+        let size = round_up(len + BLOCK_HEADER_SIZE, BLOCK_ALIGN);
+        let offset = heap.find_free(size)?.expect("room");
+        let used = heap.take(offset, size, u64::MAX)?;
+        let v = heap.view;
+        let h = v.header();
+        let b = heap.block(offset)?;
+        let generation = h.next_generation.load(Relaxed);
+        v.set(&h.next_generation, generation + 1)?;
+        v.set(&b.tag, TAG_USED)?;
+        v.set(&b.generation, generation)?;
+        v.set(&b.holders, 1)?;
+        v.set(&b.data_len, len)?;
+        v.add(&h.used_bytes, used)?;
+        v.add(&h.live_blocks, 1)?;
+        v.add(&h.processes[0].held_blocks, 1)?;
+        v.set(&h.processes[0].state, SLOT_ACTIVE)?;
+        v.commit();
+        Ok(offset)
+    }
+
+    fn free(heap: &Heap, offset: u64) -> Result<()> {
+        let v = heap.view;
+        let h = v.header();
+        v.sub(&h.used_bytes, heap.size_of(offset)?)?;
+        v.sub(&h.live_blocks, 1)?;
+        v.sub(&h.processes[0].held_blocks, 1)?;
+        heap.free(offset, false)?;
+        v.commit();
+        Ok(())
+    }
+
+    fn assert_consistent(heap: &Heap) {
+        let report = check(heap);
+        assert_eq!(report.violation, None);
+    }
+
+    #[test]
+    fn allocate_split_free_and_coalesce_keep_every_invariant() {
+        with_heap(|heap| {
+            let a = allocate(heap, 1000).unwrap();
+            let b = allocate(heap, 5000).unwrap();
+            let c = allocate(heap, 64).unwrap();
+            assert_consistent(heap);
+            assert_eq!(heap.data_len_of(b).unwrap(), 5000);
+            free(heap, b).unwrap();
+            assert_consistent(heap);
+            // Exact-size reuse takes b's warm block back.
+            assert_eq!(allocate(heap, 5000).unwrap(), b);
+            free(heap, a).unwrap();
+            free(heap, b).unwrap();
+            free(heap, c).unwrap();
+            assert_consistent(heap);
+            assert_eq!(
+                check(heap).blocks,
+                1,
+                "everything merged back into one block"
+            );
+            assert_eq!(heap.largest_free().unwrap(), heap.end - heap.start);
+        });
+    }
+
+    #[test]
+    fn a_scribbled_free_block_size_is_refused_not_followed() {
+        with_heap(|heap| {
+            let a = allocate(heap, 1000).unwrap();
+            let b = allocate(heap, 1000).unwrap();
+            let _c = allocate(heap, 1000).unwrap();
+            free(heap, b).unwrap();
+            // Another process makes the free block claim the rest of the heap.
+            heap.block(b).unwrap().size.store(heap.end - b, Relaxed);
+            let err = allocate(heap, 1000).unwrap_err();
+            assert_eq!(err.code(), "ERR_CORRUPT_SEGMENT", "{err}");
+            heap.view.rollback();
+            // Freeing the block in front of it must not merge with it either.
+            let err = free(heap, a).unwrap_err();
+            assert_eq!(err.code(), "ERR_CORRUPT_SEGMENT", "{err}");
+            heap.view.rollback();
+            assert_eq!(
+                heap.block(a).unwrap().tag.load(Relaxed),
+                TAG_USED,
+                "rolled back"
+            );
+        });
+    }
+
+    #[test]
+    fn corrupt_links_heads_and_bitmaps_are_errors() {
+        let scribbles: [(&str, fn(&Heap, u64)); 6] = [
+            ("next_free outside the heap", |h, b| {
+                h.block(b).unwrap().next_free.store(u64::MAX - 63, Relaxed)
+            }),
+            ("prev_free into a used block", |h, b| {
+                h.block(b).unwrap().prev_free.store(h.start, Relaxed)
+            }),
+            ("list head at a non-block", |h, b| {
+                let (fl, sl) = size_class(h.size_of(b).unwrap());
+                h.view.header().free_heads[fl][sl].store(b + 64, Relaxed)
+            }),
+            ("second-level bit without a list", |h, _| {
+                h.view.header().sl_bitmap[2].store(u64::MAX, Relaxed);
+                h.view.header().fl_bitmap.store(u64::MAX, Relaxed)
+            }),
+            ("prev_phys of the next block", |h, b| {
+                let next = b + h.size_of(b).unwrap();
+                h.block(next).unwrap().prev_phys.store(b + 128, Relaxed)
+            }),
+            ("journal_len", |h, _| {
+                h.view.header().journal_len.store(1 << 40, Relaxed)
+            }),
+        ];
+        for (what, scribble) in scribbles {
+            with_heap(|heap| {
+                let _a = allocate(heap, 1000).unwrap();
+                let b = allocate(heap, 3000).unwrap();
+                let _c = allocate(heap, 1000).unwrap();
+                free(heap, b).unwrap();
+                scribble(heap, b);
+                let outcome = allocate(heap, 2000)
+                    .and_then(|x| free(heap, x))
+                    .and_then(|()| allocate(heap, 100_000).map(|_| ()));
+                match outcome {
+                    Err(e) => assert_eq!(e.code(), "ERR_CORRUPT_SEGMENT", "{what}: {e}"),
+                    Ok(()) => assert!(
+                        check(heap).violation.is_some(),
+                        "{what}: neither refused nor reported by check()"
+                    ),
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn walks_are_bounded_and_report_an_impossible_size() {
+        with_heap(|heap| {
+            let a = allocate(heap, 1000).unwrap();
+            heap.block(a).unwrap().size.store(0, Relaxed);
+            assert!(heap.walk(|_, _| Ok(())).is_err());
+            assert!(check(heap).violation.is_some());
+            heap.block(a).unwrap().size.store(u64::MAX - 63, Relaxed);
+            assert!(heap.walk(|_, _| Ok(())).is_err());
+            assert!(heap.data_len_of(a).is_err());
+        });
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{PoolError, Result};
-use crate::layout::*;
 use crate::layout::validate_header;
+use crate::layout::*;
 use crate::segment::{self, fd_size, map, open_any_fd, probe_slot, Segment};
 use crate::view::SegmentView;
 

@@ -31,7 +31,9 @@ impl SegmentView {
             .ok_or_else(|| {
                 PoolError::corrupt(
                     "journal_len",
-                    format!("{n} entries: a transaction larger than the journal's {JOURNAL_CAPACITY}"),
+                    format!(
+                        "{n} entries: a transaction larger than the journal's {JOURNAL_CAPACITY}"
+                    ),
                 )
             })?;
         entry.offset.store(self.offset_of(field), Ordering::Relaxed);

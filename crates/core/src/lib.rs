@@ -53,11 +53,11 @@ pub mod testing;
 mod txn;
 pub mod view;
 
+pub use check::CheckReport;
 pub use error::{PoolError, Result};
 pub use handle::Handle;
 pub use inspect::{collect_abandoned, inspect, remove_if_abandoned, ProcessInfo, SegmentInfo};
 pub use layout::LAYOUT_VERSION;
-pub use check::CheckReport;
 pub use pool::{BlockRef, Pool, PoolOptions, ReapReport, Stats};
 pub use segment::{
     list_segments, random_name, shm_filesystem_bytes, validate_name, Backing, NAME_PREFIX,

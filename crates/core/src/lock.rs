@@ -147,12 +147,10 @@ pub fn acquire(
 /// Releases the lock if `mine` still holds it (a corrupt writer may have
 /// changed the word; then it is not ours to clear).
 pub fn release(view: &SegmentView, mine: u64) {
-    let _ = view.header().lock_word.compare_exchange(
-        mine,
-        0,
-        Ordering::Release,
-        Ordering::Relaxed,
-    );
+    let _ = view
+        .header()
+        .lock_word
+        .compare_exchange(mine, 0, Ordering::Release, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -187,7 +185,9 @@ mod tests {
     #[test]
     fn dead_owner_is_taken_over() {
         with_view(|v| {
-            v.header().lock_word.store(lock_word(5, 1), Ordering::Relaxed);
+            v.header()
+                .lock_word
+                .store(lock_word(5, 1), Ordering::Relaxed);
             let mine = lock_word(1, 1);
             let got = acquire(&v, mine, SECOND, |slot| slot != 5);
             assert_eq!(got, Ok(Acquired::TakenOver { dead_slot: 5 }));
@@ -199,20 +199,38 @@ mod tests {
     #[test]
     fn live_owner_times_out() {
         with_view(|v| {
-            v.header().lock_word.store(lock_word(5, 1), Ordering::Relaxed);
-            let got = acquire(&v, lock_word(1, 1), Wait::Up(Duration::from_millis(30)), |_| true);
-            assert!(matches!(got, Err(PoolError::LockTimeout { owner_slot: 5, .. })));
+            v.header()
+                .lock_word
+                .store(lock_word(5, 1), Ordering::Relaxed);
+            let got = acquire(
+                &v,
+                lock_word(1, 1),
+                Wait::Up(Duration::from_millis(30)),
+                |_| true,
+            );
+            assert!(matches!(
+                got,
+                Err(PoolError::LockTimeout { owner_slot: 5, .. })
+            ));
         });
     }
 
     #[test]
     fn try_gives_up_on_a_live_owner_and_takes_over_a_dead_one() {
         with_view(|v| {
-            v.header().lock_word.store(lock_word(5, 1), Ordering::Relaxed);
+            v.header()
+                .lock_word
+                .store(lock_word(5, 1), Ordering::Relaxed);
             let started = Instant::now();
             let got = acquire(&v, lock_word(1, 1), Wait::Try, |_| true);
-            assert!(matches!(got, Err(PoolError::LockTimeout { owner_slot: 5, .. })));
-            assert!(started.elapsed() < Duration::from_secs(1), "Try never sleeps");
+            assert!(matches!(
+                got,
+                Err(PoolError::LockTimeout { owner_slot: 5, .. })
+            ));
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "Try never sleeps"
+            );
             let got = acquire(&v, lock_word(1, 1), Wait::Try, |_| false);
             assert_eq!(got, Ok(Acquired::TakenOver { dead_slot: 5 }));
         });
@@ -223,11 +241,18 @@ mod tests {
         with_view(|v| {
             // Slot 1's previous owner (claim 4) died holding the lock; we
             // are claim 5 of the same slot.
-            v.header().lock_word.store(lock_word(1, 4), Ordering::Relaxed);
+            v.header()
+                .lock_word
+                .store(lock_word(1, 4), Ordering::Relaxed);
             let got = acquire(&v, lock_word(1, 5), SECOND, |_| true);
             assert_eq!(got, Ok(Acquired::TakenOver { dead_slot: 1 }));
             // Our own word held by another of our threads is alive: wait.
-            let got = acquire(&v, lock_word(1, 5), Wait::Up(Duration::from_millis(20)), |_| false);
+            let got = acquire(
+                &v,
+                lock_word(1, 5),
+                Wait::Up(Duration::from_millis(20)),
+                |_| false,
+            );
             assert!(got.is_err());
         });
     }
@@ -237,7 +262,12 @@ mod tests {
         with_view(|v| {
             v.header().lock_word.store(0xdead_0000, Ordering::Relaxed);
             let got = acquire(&v, lock_word(2, 1), SECOND, |_| true);
-            assert_eq!(got, Ok(Acquired::TakenOver { dead_slot: u32::MAX }));
+            assert_eq!(
+                got,
+                Ok(Acquired::TakenOver {
+                    dead_slot: u32::MAX
+                })
+            );
         });
     }
 
@@ -278,7 +308,9 @@ mod tests {
     #[test]
     fn release_leaves_a_word_that_is_not_ours() {
         with_view(|v| {
-            v.header().lock_word.store(lock_word(2, 9), Ordering::Relaxed);
+            v.header()
+                .lock_word
+                .store(lock_word(2, 9), Ordering::Relaxed);
             release(&v, lock_word(1, 1));
             assert_eq!(word_of(&v), lock_word(2, 9));
         });

@@ -21,8 +21,8 @@ use crate::local::{LocalRef, LocalState};
 use crate::lock::{self, Wait};
 use crate::memfd;
 use crate::refs;
-use crate::reserve::reserve_bitmap;
 use crate::release::QueuedRelease;
+use crate::reserve::reserve_bitmap;
 use crate::segment::{self, Backing, Segment};
 use crate::view::SegmentView;
 
@@ -460,10 +460,14 @@ impl Pool {
                     if b.generation.load(Relaxed) != handle.generation {
                         return Err(PoolError::corrupt(
                             "generation",
-                            format!("the block at {} this process holds changed generation", handle.offset),
+                            format!(
+                                "the block at {} this process holds changed generation",
+                                handle.offset
+                            ),
                         ));
                     }
-                    self.view.set(&b.tag, b.tag.load(Relaxed) | FLAG_TRANSFERRED)
+                    self.view
+                        .set(&b.tag, b.tag.load(Relaxed) | FLAG_TRANSFERRED)
                 })?;
             }
             held.count += 1;
@@ -632,7 +636,9 @@ impl Pool {
             if failed != 0 {
                 return Err(PoolError::corrupt(
                     "block header",
-                    format!("{failed} references could not be dropped; the slot is left to be reaped"),
+                    format!(
+                        "{failed} references could not be dropped; the slot is left to be reaped"
+                    ),
                 ));
             }
             let entry = &self.view.header().processes[slot];

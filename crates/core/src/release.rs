@@ -29,7 +29,9 @@ pub(crate) struct QueuedRelease {
 pub(crate) enum Step {
     Done,
     /// The block is ours alone and large: punch outside the lock, then finish.
-    PunchThenFree { size: u64 },
+    PunchThenFree {
+        size: u64,
+    },
 }
 
 impl Pool {
@@ -107,7 +109,13 @@ impl Pool {
         Ok(Step::Done)
     }
 
-    fn finish_punched(&self, heap: &Heap, offset: u64, generation: u64, punched: bool) -> Result<()> {
+    fn finish_punched(
+        &self,
+        heap: &Heap,
+        offset: u64,
+        generation: u64,
+        punched: bool,
+    ) -> Result<()> {
         let b = refs::used_block(heap, offset)?;
         if b.generation.load(Relaxed) != generation {
             return Err(PoolError::corrupt(

@@ -63,7 +63,10 @@ pub(crate) fn reserve_bitmap(
     len: u64,
 ) -> Result<()> {
     let first_word = offset / BLOCK_ALIGN / 64;
-    let last_word = offset.saturating_add(len).div_ceil(BLOCK_ALIGN).div_ceil(64);
+    let last_word = offset
+        .saturating_add(len)
+        .div_ceil(BLOCK_ALIGN)
+        .div_ceil(64);
     let start = geometry.bitmap_offset + first_word * 8;
     segment.reserve(start, (last_word - first_word + 1) * 8)
 }

@@ -41,8 +41,9 @@ pub(crate) fn journaled_write_point() {
     CRASH_AFTER_WRITES.store(left - 1, Relaxed);
 }
 
-/// While on, the next operation (allocate, attach, share, release) that
-/// enters stops before taking the pool's local mutex, until turned off.
+/// While on, an operation (allocate, attach, share, release) entered on a
+/// thread named `HELD_THREAD` stops before taking the pool's local mutex,
+/// until turned off (other threads, e.g. other tests, pass).
 /// `held_before_local_lock` says whether one is stopped there.
 pub fn hold_before_local_lock(on: bool) {
     if on {
@@ -55,8 +56,10 @@ pub fn held_before_local_lock() -> bool {
     HELD_BEFORE_LOCAL_LOCK.load(Relaxed)
 }
 
+pub const HELD_THREAD: &str = "arraypool-held";
+
 pub(crate) fn before_local_lock_point() {
-    if !HOLD_BEFORE_LOCAL_LOCK.load(Relaxed) {
+    if !HOLD_BEFORE_LOCAL_LOCK.load(Relaxed) || std::thread::current().name() != Some(HELD_THREAD) {
         return;
     }
     HELD_BEFORE_LOCAL_LOCK.store(true, Relaxed);
