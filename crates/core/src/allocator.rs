@@ -688,7 +688,8 @@ mod tests {
 
     #[test]
     fn corrupt_links_heads_and_bitmaps_are_errors() {
-        let scribbles: [(&str, fn(&Heap, u64)); 6] = [
+        type Scribble = fn(&Heap, u64);
+        let scribbles: [(&str, Scribble); 6] = [
             ("next_free outside the heap", |h, b| {
                 h.block(b).unwrap().next_free.store(u64::MAX - 63, Relaxed)
             }),
