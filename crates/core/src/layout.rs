@@ -264,13 +264,176 @@ mod tests {
     }
 
     #[test]
-    fn header_offsets_match_layout_md() {
+    fn header_size_is_unchanged_since_version_1() {
         use std::mem::offset_of;
         assert_eq!(offset_of!(SegmentHeader, processes), 7648);
         assert_eq!(offset_of!(SegmentHeader, reserved_until), 11744);
         assert_eq!(offset_of!(SegmentHeader, pool_id), 11752);
         let g = Geometry::for_capacity(1 << 20).expect("1 MiB is enough");
         assert_eq!(g.header_size, 11776, "version 2 kept the header size");
+    }
+
+    /// Every offset LAYOUT.md gives: the header table (`| offset | size |
+    /// \`field\` |`) and the `+Off` tables of ProcessSlot, BlockHeader and
+    /// JournalEntry, read from the document itself so the two cannot drift.
+    #[test]
+    fn every_offset_in_layout_md_is_the_real_one() {
+        use std::mem::{offset_of, size_of};
+        let doc = include_str!("../LAYOUT.md");
+        let header: &[(&str, usize, usize)] = &[
+            ("magic", offset_of!(SegmentHeader, magic), 8),
+            (
+                "layout_version",
+                offset_of!(SegmentHeader, layout_version),
+                8,
+            ),
+            ("header_size", offset_of!(SegmentHeader, header_size), 8),
+            ("capacity", offset_of!(SegmentHeader, capacity), 8),
+            ("bitmap_offset", offset_of!(SegmentHeader, bitmap_offset), 8),
+            ("heap_start", offset_of!(SegmentHeader, heap_start), 8),
+            ("heap_end", offset_of!(SegmentHeader, heap_end), 8),
+            ("creator_pid", offset_of!(SegmentHeader, creator_pid), 8),
+            ("lock_word", offset_of!(SegmentHeader, lock_word), 8),
+            (
+                "lock_takeovers",
+                offset_of!(SegmentHeader, lock_takeovers),
+                8,
+            ),
+            (
+                "next_generation",
+                offset_of!(SegmentHeader, next_generation),
+                8,
+            ),
+            ("live_blocks", offset_of!(SegmentHeader, live_blocks), 8),
+            (
+                "in_flight_blocks",
+                offset_of!(SegmentHeader, in_flight_blocks),
+                8,
+            ),
+            ("used_bytes", offset_of!(SegmentHeader, used_bytes), 8),
+            ("journal_len", offset_of!(SegmentHeader, journal_len), 8),
+            ("fl_bitmap", offset_of!(SegmentHeader, fl_bitmap), 8),
+            (
+                "journal[96]",
+                offset_of!(SegmentHeader, journal),
+                16 * JOURNAL_CAPACITY,
+            ),
+            (
+                "sl_bitmap[44]",
+                offset_of!(SegmentHeader, sl_bitmap),
+                8 * FL_COUNT,
+            ),
+            (
+                "free_heads[44][16]",
+                offset_of!(SegmentHeader, free_heads),
+                8 * FL_COUNT * SL_COUNT,
+            ),
+            (
+                "processes[64]",
+                offset_of!(SegmentHeader, processes),
+                64 * MAX_PROCESSES,
+            ),
+            (
+                "reserved_until",
+                offset_of!(SegmentHeader, reserved_until),
+                8,
+            ),
+            ("pool_id[2]", offset_of!(SegmentHeader, pool_id), 16),
+        ];
+        let slot: &[(&str, usize)] = &[
+            ("state", offset_of!(ProcessSlot, state)),
+            ("pid", offset_of!(ProcessSlot, pid)),
+            ("held_blocks", offset_of!(ProcessSlot, held_blocks)),
+            ("claims", offset_of!(ProcessSlot, claims)),
+            ("reserved[4]", offset_of!(ProcessSlot, reserved)),
+        ];
+        let block: &[(&str, usize)] = &[
+            ("size", offset_of!(BlockHeader, size)),
+            ("prev_phys", offset_of!(BlockHeader, prev_phys)),
+            ("tag", offset_of!(BlockHeader, tag)),
+            ("generation", offset_of!(BlockHeader, generation)),
+            ("holders", offset_of!(BlockHeader, holders)),
+            ("data_len", offset_of!(BlockHeader, data_len)),
+            ("next_free", offset_of!(BlockHeader, next_free)),
+            ("prev_free", offset_of!(BlockHeader, prev_free)),
+        ];
+        let cells = |line: &str| -> Vec<String> {
+            line.trim()
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        };
+        let section = |title: &str| -> &str {
+            let start = doc.find(title).expect("section present");
+            let rest = &doc[start + title.len()..];
+            &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+        };
+        // Header: | offset | size | `field` | meaning |
+        let mut seen = 0;
+        for line in section("## 3. Segment header").lines() {
+            let c = cells(line);
+            if c.len() < 3 || !c[2].starts_with('`') {
+                continue;
+            }
+            let Ok(offset) = c[0].parse::<usize>() else {
+                continue;
+            };
+            let name = c[2].trim_matches('`');
+            let Some(&(_, real, size)) = header.iter().find(|(n, _, _)| *n == name) else {
+                // ProcessSlot's and JournalEntry's own rows share the section.
+                continue;
+            };
+            assert_eq!(offset, real, "LAYOUT.md offset of {name}");
+            assert_eq!(
+                c[1].parse::<usize>().ok(),
+                Some(size),
+                "LAYOUT.md size of {name}"
+            );
+            seen += 1;
+        }
+        assert_eq!(
+            seen,
+            header.len(),
+            "every header field is in LAYOUT.md's table"
+        );
+        // +Off tables: | +off | `field` | meaning |
+        for (title, fields) in [("## 3. Segment header", slot), ("## 5. Blocks", block)] {
+            let mut seen = 0;
+            for line in section(title).lines() {
+                let c = cells(line);
+                if c.len() < 2 || !c[1].starts_with('`') {
+                    continue;
+                }
+                let Ok(offset) = c[0].parse::<usize>() else {
+                    continue;
+                };
+                let name = c[1].trim_matches('`');
+                if let Some(&(_, real)) = fields.iter().find(|(n, _)| *n == name) {
+                    assert_eq!(offset, real, "LAYOUT.md offset of {name}");
+                    seen += 1;
+                }
+            }
+            assert_eq!(seen, fields.len(), "every field of {title} is in LAYOUT.md");
+        }
+        assert!(doc.contains(&format!(
+            "`sizeof(SegmentHeader) = {}`",
+            size_of::<SegmentHeader>()
+        )));
+        assert!(doc.contains("`+0 offset`") && offset_of!(JournalEntry, offset) == 0);
+        assert!(doc.contains("`+8 old_value`") && offset_of!(JournalEntry, old_value) == 8);
+        // struct flock as LAYOUT.md §7 gives it.
+        assert_eq!(size_of::<libc::flock>(), 32);
+        assert_eq!(offset_of!(libc::flock, l_type), 0);
+        assert_eq!(offset_of!(libc::flock, l_whence), 2);
+        assert_eq!(offset_of!(libc::flock, l_start), 8);
+        assert_eq!(offset_of!(libc::flock, l_len), 16);
+        assert_eq!(offset_of!(libc::flock, l_pid), 24);
+        assert_eq!((libc::F_RDLCK, libc::F_WRLCK, libc::F_UNLCK), (0, 1, 2));
+        assert_eq!(
+            (libc::F_OFD_GETLK, libc::F_OFD_SETLK, libc::F_OFD_SETLKW),
+            (36, 37, 38)
+        );
     }
 
     #[test]
