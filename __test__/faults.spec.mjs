@@ -81,6 +81,8 @@ test.serial('explicit pool.reap() after a SIGKILL returns the used bytes to the 
 
 test.serial('kill storm: workers SIGKILLed and respawned at random, no hang, no leak, check() passes', async (t) => {
   const soakSeconds = Number(process.env.SOAK_SECONDS ?? 0);
+  // A soak outlasts ava's 2m timeout: give it the soak plus the usual margin.
+  if (soakSeconds > 0) t.timeout((soakSeconds + 120) * 1000);
   const baseline = pool.stats().usedBytes;
   const shared = Array.from({ length: 8 }, (_, i) => {
     const byte = 30 + i;

@@ -1,4 +1,7 @@
 /** The element types a pool array can have, and their constructors. */
+import { types } from 'node:util';
+
+import { ArrayPoolError } from './errors.js';
 
 export type DType =
   | 'int8'
@@ -73,19 +76,123 @@ export function isDType(value: unknown): value is DType {
   return typeof value === 'string' && Object.hasOwn(DTYPES, value);
 }
 
-/** The dtype of a typed array or Buffer, or undefined for anything else. */
+/*
+ * The array's own getters could be shadowed (an own `length` or `buffer`
+ * property on the instance, or a prototype swapped with setPrototypeOf), so
+ * what reaches a native call or a copy is read through the intrinsic
+ * %TypedArray%.prototype getters, which check the internal slots: they see
+ * the real memory or throw.
+ */
+const TypedArrayPrototype = Object.getPrototypeOf(Uint8Array.prototype) as object;
+const intrinsic = (proto: object, key: PropertyKey): ((this: unknown) => unknown) => {
+  const get = Object.getOwnPropertyDescriptor(proto, key)?.get;
+  if (get === undefined) throw new Error(`this runtime has no ${String(key)} getter`);
+  return get as (this: unknown) => unknown;
+};
+/** The constructor's name for a real typed array; undefined (never a throw) for anything else. */
+const typedArrayTag = intrinsic(TypedArrayPrototype, Symbol.toStringTag);
+const typedArrayBuffer = intrinsic(TypedArrayPrototype, 'buffer');
+const typedArrayByteOffset = intrinsic(TypedArrayPrototype, 'byteOffset');
+const typedArrayByteLength = intrinsic(TypedArrayPrototype, 'byteLength');
+const typedArrayLength = intrinsic(TypedArrayPrototype, 'length');
+// `detached` is ES2024: Node 22 has it, Node 20 does not (see isDetached).
+const arrayBufferDetached = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, 'detached')?.get;
+const arrayBufferResizable = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, 'resizable')?.get;
+const sharedArrayBufferGrowable = Object.getOwnPropertyDescriptor(SharedArrayBuffer.prototype, 'growable')?.get;
+
+const TAGS: ReadonlyMap<string, DType> = new Map<string, DType>([
+  ['Int8Array', 'int8'],
+  ['Uint8Array', 'uint8'],
+  ['Uint8ClampedArray', 'uint8clamped'],
+  ['Int16Array', 'int16'],
+  ['Uint16Array', 'uint16'],
+  ['Int32Array', 'int32'],
+  ['Uint32Array', 'uint32'],
+  ['Float32Array', 'float32'],
+  ['Float64Array', 'float64'],
+  ['BigInt64Array', 'bigint64'],
+  ['BigUint64Array', 'biguint64'],
+]);
+
+/**
+ * The dtype of a typed array or Buffer, or undefined for anything else
+ * (a DataView, a Float16Array, an object that only inherits from a typed
+ * array's prototype). Decided by the internal slots, not by `instanceof`.
+ */
 export function dtypeOf(array: unknown): DType | undefined {
-  if (Buffer.isBuffer(array)) return 'buffer';
-  if (array instanceof Int8Array) return 'int8';
-  if (array instanceof Uint8Array) return 'uint8';
-  if (array instanceof Uint8ClampedArray) return 'uint8clamped';
-  if (array instanceof Int16Array) return 'int16';
-  if (array instanceof Uint16Array) return 'uint16';
-  if (array instanceof Int32Array) return 'int32';
-  if (array instanceof Uint32Array) return 'uint32';
-  if (array instanceof Float32Array) return 'float32';
-  if (array instanceof Float64Array) return 'float64';
-  if (array instanceof BigInt64Array) return 'bigint64';
-  if (array instanceof BigUint64Array) return 'biguint64';
-  return undefined;
+  const tag = typedArrayTag.call(array);
+  if (typeof tag !== 'string') return undefined;
+  const dtype = TAGS.get(tag);
+  // A Buffer is a Uint8Array whose prototype is Buffer.prototype: only the
+  // view it is re-made as differs, so the prototype may decide that.
+  return dtype === 'uint8' && Buffer.isBuffer(array) ? 'buffer' : dtype;
+}
+
+/** A typed array's real byte length and length (intrinsic getters: own properties cannot lie). */
+export function viewExtent(array: PoolTypedArray): { byteLength: number; length: number } {
+  return { byteLength: typedArrayByteLength.call(array) as number, length: typedArrayLength.call(array) as number };
+}
+
+/** What a typed array really views, read through the intrinsic getters. */
+export interface ViewFacts {
+  dtype: DType;
+  buffer: ArrayBuffer | SharedArrayBuffer;
+  byteOffset: number;
+  byteLength: number;
+  length: number;
+}
+
+function isDetached(buffer: ArrayBuffer): boolean {
+  if (arrayBufferDetached !== undefined) return arrayBufferDetached.call(buffer) === true;
+  // Node 20: no `detached` getter. Only a detached buffer refuses a new view
+  // (its byteLength reads 0, as a real empty buffer's does).
+  try {
+    new Uint8Array(buffer, 0, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * The facts of a typed array that is about to be copied into the pool, or
+ * an ArrayPoolError: ERR_UNSUPPORTED_DTYPE for anything that is not a
+ * typed array of a supported dtype; ERR_INVALID_ARG for a view whose
+ * memory is gone (a detached buffer: its length reads 0, and copying from
+ * it throws, which used to happen after the block was allocated) or whose
+ * length is not fixed (a resizable ArrayBuffer, a growable
+ * SharedArrayBuffer): a block has a fixed size, and a length-tracking view
+ * can shrink, go out of bounds, or, over shared memory, grow from another
+ * thread between the read that sizes the block and the copy. Called before
+ * anything is allocated.
+ */
+export function viewFacts(array: unknown, what: string): ViewFacts {
+  const dtype = dtypeOf(array);
+  if (dtype === undefined) {
+    const kind = ArrayBuffer.isView(array) ? (typedArrayTag.call(array) ?? 'DataView') : array === null ? 'null' : typeof array;
+    throw new ArrayPoolError('ERR_UNSUPPORTED_DTYPE', `${what} needs a typed array or Buffer, got ${String(kind)}`);
+  }
+  const buffer = typedArrayBuffer.call(array) as ArrayBuffer | SharedArrayBuffer;
+  if (types.isSharedArrayBuffer(buffer)) {
+    if (sharedArrayBufferGrowable?.call(buffer) === true) {
+      throw new ArrayPoolError(
+        'ERR_INVALID_ARG',
+        `${what}: the array views a growable SharedArrayBuffer, and a block has a fixed length; pass a fixed-length copy (array.slice())`,
+      );
+    }
+  } else if (isDetached(buffer)) {
+    throw new ArrayPoolError('ERR_INVALID_ARG', `${what}: the array's ArrayBuffer is detached (transferred or released): there is nothing to copy`);
+  } else if (arrayBufferResizable?.call(buffer) === true) {
+    throw new ArrayPoolError(
+      'ERR_INVALID_ARG',
+      `${what}: the array views a resizable ArrayBuffer, and a block has a fixed length; pass a fixed-length copy (array.slice())`,
+    );
+  }
+  return {
+    dtype,
+    buffer,
+    byteOffset: typedArrayByteOffset.call(array) as number,
+    byteLength: typedArrayByteLength.call(array) as number,
+    length: typedArrayLength.call(array) as number,
+  };
 }

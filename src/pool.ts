@@ -179,9 +179,35 @@ export function poolById(id: number): Pool | undefined {
 /** Names of anonymous pools start with this. */
 const MEMFD_PREFIX = 'arraypool-memfd-';
 
-/** The pool name a locator (`name` or `name@pid:fd,...`) carries. */
+/**
+ * The name a pool is known by in this process's tables, from a name or a
+ * locator (`name@pid:fd,...`): without the hints, and without the one
+ * leading `/` that POSIX shared-memory names may carry and the core ignores
+ * (`/arraypool-x` and `arraypool-x` are the same pool). Every lookup goes
+ * through this, so one pool never gets two Pool objects (two native opens,
+ * of which close() would end only one).
+ * @internal
+ */
+export function poolKey(locator: string): string {
+  const name = locator.split('@', 1)[0] ?? '';
+  return name.startsWith('/') ? name.slice(1) : name;
+}
+
 function locatorName(locator: string | undefined): string | undefined {
-  return locator?.split('@')[0];
+  return locator === undefined ? undefined : poolKey(locator);
+}
+
+/**
+ * The pool a name or locator names: the Pool this process already has open
+ * under that name, or a new attachment. The string itself goes to the core
+ * unchanged, which validates it (so `//arraypool-x` stays an invalid name).
+ */
+function openByName(locator: string, config: binding.PoolConfig): Pool {
+  const known = pools.get(poolKey(locator));
+  if (known && !known.closed) return known;
+  const pool = remember(new Pool(native(() => binding.openPool(locator, config))));
+  installExitHooks(pool);
+  return pool;
 }
 
 function nativeConfig(options: PoolOptions, creating: boolean): binding.PoolConfig {
@@ -199,11 +225,7 @@ function nativeConfig(options: PoolOptions, creating: boolean): binding.PoolConf
 
 /** The pool named `name`, opened on first use (a handle's segment). */
 export function poolByName(name: string): Pool {
-  const known = pools.get(name);
-  if (known && !known.closed) return known;
-  const pool = remember(new Pool(native(() => binding.openPool(name, {}))));
-  installExitHooks(pool);
-  return pool;
+  return openByName(name, {});
 }
 
 /**
@@ -232,14 +254,15 @@ export function startPool(options: PoolOptions = {}): Pool {
   const inheritedBacking = locatorName(inherited)?.startsWith(MEMFD_PREFIX) ? 'memfd' : 'shm';
   const wanted =
     inherited !== undefined &&
-    (options.name === undefined || options.name === locatorName(inherited)) &&
+    (options.name === undefined || poolKey(options.name) === locatorName(inherited)) &&
     (options.backing === undefined || options.backing === inheritedBacking)
       ? inherited
       : options.name;
   let pool: Pool | undefined;
   if (wanted !== undefined) {
     try {
-      pool = remember(new Pool(native(() => binding.openPool(wanted, nativeConfig(options, false)))));
+      // Already open here if a handle was revived before startPool ran.
+      pool = openByName(wanted, nativeConfig(options, false));
     } catch (error) {
       // No member of the parent's pool is left (they all exited), or no pool
       // has that name yet: start a fresh one below.
@@ -264,7 +287,7 @@ function checkMatches(pool: Pool, options: PoolOptions): Pool {
     );
   };
   if (options.backing !== undefined && options.backing !== pool.backing) mismatch(`not a '${options.backing}' pool`);
-  if (options.name !== undefined && options.name !== pool.name) mismatch(`not ${JSON.stringify(options.name)}`);
+  if (options.name !== undefined && poolKey(options.name) !== pool.name) mismatch(`not ${JSON.stringify(options.name)}`);
   // The size is the creator's: a process that attached took the pool as it is.
   if (options.size !== undefined && pool.isCreator && parseSize(options.size) !== pool.stats().capacityBytes) {
     mismatch(`not ${JSON.stringify(options.size)}`);

@@ -5,11 +5,12 @@
  */
 
 import { constants as bufferConstants } from 'node:buffer';
+import { types } from 'node:util';
 
 import * as binding from '#binding';
 import { ArrayPoolError, native } from './errors.js';
-import { DTYPES, dtypeOf, isDType, type DType, type DTypeArrays, type PoolTypedArray } from './dtypes.js';
-import { HANDLE_FORMAT, looksLikeHandle, parseHandle, shapeSize, type TransferableHandle } from './handle.js';
+import { DTYPES, dtypeOf, isDType, viewExtent, viewFacts, type DType, type DTypeArrays, type PoolTypedArray } from './dtypes.js';
+import { HANDLE_FORMAT, checkShape, looksLikeHandle, parseHandle, show, type TransferableHandle } from './handle.js';
 import { getPool, poolById, poolByName, type Pool } from './pool.js';
 import { adoptIntoScope } from './scope.js';
 
@@ -105,15 +106,22 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
 
   /**
    * Another transferable sharing this block: elements `[begin, end)` along
-   * the first axis (negative indices count from the end, as in
-   * `TypedArray.prototype.subarray`). Writes through either are seen by both.
+   * the first axis. The arguments are read as `TypedArray.prototype.subarray`
+   * reads them: converted to numbers, NaN is 0, fractions are truncated,
+   * negative indices count from the end, everything is clamped to the rows;
+   * `end` undefined is the last row. Writes through either are seen by both.
    */
-  subarray(begin = 0, end?: number): TransferableArray<T> {
+  subarray(begin?: number, end?: number): TransferableArray<T> {
     this.#live();
     const rows = this.shape[0] ?? 0;
-    const clamp = (i: number): number => Math.min(Math.max(i < 0 ? rows + i : i, 0), rows);
-    const from = clamp(Math.trunc(begin));
-    const to = Math.max(from, clamp(end === undefined ? rows : Math.trunc(end)));
+    // %TypedArray%.prototype.subarray's steps; a NaN used to reach the
+    // native call as a byte offset (ERR_INVALID_HANDLE).
+    const index = (value: unknown, name: string): number => {
+      const i = toIntegerOrInfinity(value, name);
+      return i < 0 ? Math.max(rows + i, 0) : Math.min(i, rows);
+    };
+    const from = index(begin, 'begin');
+    const to = Math.max(from, end === undefined ? rows : index(end, 'end'));
     const rowBytes = rows === 0 ? 0 : this.byteLength / rows;
     const shape = [to - from, ...this.shape.slice(1)];
     const byteOffset = this.byteOffset + from * rowBytes;
@@ -159,12 +167,42 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
   }
 }
 
+/**
+ * ECMAScript's ToIntegerOrInfinity: ToNumber (a string, null, an object's
+ * valueOf), then NaN and -0 are 0 and fractions are truncated; ±Infinity
+ * stay. A BigInt or a Symbol, where a TypedArray throws a TypeError, is
+ * ERR_INVALID_ARG.
+ */
+function toIntegerOrInfinity(value: unknown, name: string): number {
+  if (typeof value === 'bigint' || typeof value === 'symbol') {
+    throw new ArrayPoolError('ERR_INVALID_ARG', `${name} must be a number, got ${show(value)}`);
+  }
+  const n = +(value as number);
+  return Number.isNaN(n) || n === 0 ? 0 : Math.trunc(n);
+}
+
+/** The `transferRequired` option: a boolean, default true (anything else used to reach the binding as a napi type error). */
+function transferRequiredOf(options: unknown, what: string): boolean {
+  if (options === undefined) return true;
+  if (typeof options !== 'object' || options === null) {
+    throw new ArrayPoolError('ERR_INVALID_ARG', `${what}: options must be an object, got ${show(options)}`);
+  }
+  const value = (options as TransferOptions).transferRequired;
+  if (value === undefined) return true;
+  if (typeof value !== 'boolean') {
+    throw new ArrayPoolError('ERR_INVALID_ARG', `${what}: transferRequired must be a boolean, got ${show(value)}`);
+  }
+  return value;
+}
+
+/** Allocates a block for a shape already checked (`dims`, `size` from checkShape). */
 function allocate(
   dtype: DType,
-  shape: readonly number[],
+  dims: readonly number[],
+  size: number,
   transferRequired: boolean,
 ): { pool: Pool; buffer: ArrayBuffer; handle: Omit<TransferableHandle, '__arraypool__'> } {
-  const byteLength = shapeSize(shape) * DTYPES[dtype].bytesPerElement;
+  const byteLength = size * DTYPES[dtype].bytesPerElement;
   const pool = getPool();
   const buffer = native(() => binding.allocate(pool.id, byteLength, transferRequired, out));
   return {
@@ -177,7 +215,7 @@ function allocate(
       byteOffset: 0,
       byteLength,
       dtype,
-      shape,
+      shape: dims,
     },
   };
 }
@@ -185,35 +223,35 @@ function allocate(
 /**
  * Copies a typed array (or Buffer) into the pool once and returns it as a
  * TransferableArray, whose `.array` is a zero-copy view of the block.
+ * Everything that can be wrong with the input is found before the block is
+ * allocated: nothing can throw between the allocation and the copy, which
+ * would leave the block in flight for a receiver that never comes.
  */
 export function makeTransferable<T extends PoolTypedArray>(
   array: T,
   options: TransferOptions = {},
 ): TransferableArray<T> {
-  const dtype = dtypeOf(array);
-  if (dtype === undefined) {
-    const what = ArrayBuffer.isView(array) ? array.constructor.name : typeof array;
-    throw new ArrayPoolError('ERR_UNSUPPORTED_DTYPE', `makeTransferable needs a typed array or Buffer, got ${what}`);
+  const facts = viewFacts(array, 'makeTransferable');
+  const transferRequired = transferRequiredOf(options, 'makeTransferable');
+  const given = options.shape;
+  const { dims, size } = checkShape(given === undefined ? [facts.length] : given);
+  if (size !== facts.length) {
+    throw new ArrayPoolError('ERR_INVALID_SHAPE', `shape [${dims.join(', ')}] has ${size} elements, the array ${facts.length}`);
   }
-  const shape = options.shape ?? [array.length];
-  if (shapeSize(shape) !== array.length) {
-    throw new ArrayPoolError(
-      'ERR_INVALID_SHAPE',
-      `shape [${shape.join(', ')}] has ${shapeSize(shape)} elements, the array ${array.length}`,
-    );
-  }
-  const { pool, buffer, handle } = allocate(dtype, [...shape], options.transferRequired ?? true);
+  const source = new Uint8Array(facts.buffer, facts.byteOffset, facts.byteLength);
+  const { pool, buffer, handle } = allocate(facts.dtype, dims, size, transferRequired);
   const t = new TransferableArray<T>(pool, buffer, handle);
-  new Uint8Array(buffer).set(new Uint8Array(array.buffer, array.byteOffset, array.byteLength));
+  new Uint8Array(buffer).set(source);
   return t;
 }
 
 function allocateNew<D extends DType>(dtype: D, shape: number | readonly number[], options: TransferOptions): TransferableArray<DTypeArrays[D]> {
   if (!isDType(dtype)) {
-    throw new ArrayPoolError('ERR_UNSUPPORTED_DTYPE', `unknown dtype ${JSON.stringify(dtype)}`);
+    throw new ArrayPoolError('ERR_UNSUPPORTED_DTYPE', `unknown dtype ${show(dtype)}`);
   }
-  const dims = typeof shape === 'number' ? [shape] : [...shape];
-  const { pool, buffer, handle } = allocate(dtype, dims, options.transferRequired ?? true);
+  const transferRequired = transferRequiredOf(options, dtype);
+  const { dims, size } = checkShape(typeof shape === 'number' ? [shape] : shape);
+  const { pool, buffer, handle } = allocate(dtype, dims, size, transferRequired);
   return new TransferableArray<DTypeArrays[D]>(pool, buffer, handle);
 }
 
@@ -245,9 +283,12 @@ export function zeros<D extends DType>(
  * array (a task's return value) send it without copying.
  */
 export function toTransferable<T extends PoolTypedArray>(view: T): TransferableArray<T> | undefined {
-  if (!ArrayBuffer.isView(view) || view.byteLength === 0) return undefined;
   const dtype = dtypeOf(view);
-  if (dtype === undefined || !native(() => binding.locateView(view, located))) return undefined;
+  if (dtype === undefined) return undefined;
+  // The real extent: an own `byteLength` or `length` on the view must not
+  // stretch the range shared from the block, nor give it a wrong shape.
+  const { byteLength, length } = viewExtent(view);
+  if (byteLength === 0 || !native(() => binding.locateView(view, located))) return undefined;
   const pool = poolById(located[0] as number);
   if (pool === undefined) return undefined;
   const [, offset, generation, byteOffset] = located as unknown as [number, number, number, number];
@@ -255,15 +296,15 @@ export function toTransferable<T extends PoolTypedArray>(view: T): TransferableA
   // over a Uint8Array slice) cannot be re-made from a handle: not a pool view
   // for our purposes, so callers copy it instead.
   if (byteOffset % DTYPES[dtype].bytesPerElement !== 0) return undefined;
-  const buffer = native(() => binding.share(pool.id, offset, generation, byteOffset, view.byteLength, out));
+  const buffer = native(() => binding.share(pool.id, offset, generation, byteOffset, byteLength, out));
   return new TransferableArray<T>(pool, buffer, {
     segment: pool.name,
     offset,
     generation,
     byteOffset,
-    byteLength: view.byteLength,
+    byteLength,
     dtype,
-    shape: [view.length],
+    shape: [length],
   });
 }
 
@@ -284,7 +325,8 @@ export function attachHandle(value: Record<string, unknown>): TransferableArray 
   const buffer = native(() =>
     binding.attach(pool.id, h.offset, h.generation, h.byteOffset, h.byteLength, out),
   );
-  return new TransferableArray(pool, buffer, h);
+  // The pool's own spelling of its name (a handle may say `/arraypool-...`).
+  return new TransferableArray(pool, buffer, { ...h, segment: pool.name });
 }
 
 /**
@@ -311,11 +353,38 @@ export function revive<T>(value: T): T {
 /** Returned by a `reviveMessage` leaf function for objects it does not replace. */
 export const NOT_A_LEAF: unique symbol = Symbol('not a leaf');
 
+/** `visitProperty`'s "the caller did not read the value". */
+const NO_VALUE: unique symbol = Symbol('no value');
+
+const mapEntries = Map.prototype.entries;
+const mapClear = Map.prototype.clear;
+const mapSet = Map.prototype.set;
+const setValues = Set.prototype.values;
+const setClear = Set.prototype.clear;
+const setAdd = Set.prototype.add;
+
 /**
  * @internal The walk behind `revive` and the channels' decoder: visits plain
  * objects, arrays, Maps and Sets in place, asking `leaf` what each object
  * becomes (`NOT_A_LEAF`: descend into it). Every object is visited once:
  * cycles end, and a handle met twice yields one array (one reference).
+ *
+ * Trusting nothing about the containers: only own enumerable data
+ * properties of objects are visited, so no getter or setter runs (a getter
+ * could answer differently each time, or have effects). A property is
+ * written only when its value is replaced, so a container without handles
+ * is never written to (a frozen message revives as it is); a handle in a
+ * read-only property (a frozen object or array) cannot be replaced in
+ * place: ERR_INVALID_ARG, after which the caller releases what was
+ * attached. Array elements are read directly, since reading each one's
+ * descriptor costs ~100 ns (a 1e6-number array: 93 ms that way, under 1 ms
+ * read directly); an element that is an object is then confirmed to be an
+ * own data property holding that value, so a value inherited through a hole
+ * (a polluted Array.prototype) is left alone. A getter on an array index,
+ * which no message can carry (structured clone and JSON make plain data),
+ * would run once. Maps and Sets are read and rebuilt through the built-in
+ * methods (not ones an instance or subclass may override), and only when
+ * something in them was replaced.
  */
 export function reviveMessage(value: unknown, leaf: (node: object) => unknown): unknown {
   const seen = new Map<object, unknown>();
@@ -330,20 +399,49 @@ export function reviveMessage(value: unknown, leaf: (node: object) => unknown): 
     }
     seen.set(node, node);
     if (Array.isArray(node)) {
-      for (let i = 0; i < node.length; i++) node[i] = visit(node[i]);
-    } else if (node instanceof Map) {
-      const entries = [...node.entries()];
-      node.clear();
-      for (const [k, v] of entries) node.set(visit(k), visit(v));
-    } else if (node instanceof Set) {
-      const items = [...node];
-      node.clear();
-      for (const v of items) node.add(visit(v));
+      const length = node.length;
+      for (let i = 0; i < length; i++) {
+        const element: unknown = node[i];
+        if (typeof element === 'object' && element !== null) visitProperty(node, i, element);
+      }
+    } else if (types.isMap(node)) {
+      const entries = [...(mapEntries.call(node) as IterableIterator<[unknown, unknown]>)];
+      const next = entries.map(([k, v]): [unknown, unknown] => [visit(k), visit(v)]);
+      if (next.some(([k, v], i) => k !== entries[i]?.[0] || v !== entries[i]?.[1])) {
+        mapClear.call(node);
+        for (const [k, v] of next) mapSet.call(node, k, v);
+      }
+    } else if (types.isSet(node)) {
+      const items = [...(setValues.call(node) as IterableIterator<unknown>)];
+      const next = items.map(visit);
+      if (next.some((v, i) => v !== items[i])) {
+        setClear.call(node);
+        for (const v of next) setAdd.call(node, v);
+      }
     } else if (Object.getPrototypeOf(node) === Object.prototype || Object.getPrototypeOf(node) === null) {
-      const record = node as Record<string, unknown>;
-      for (const key of Object.keys(record)) record[key] = visit(record[key]);
+      for (const key of Object.keys(node)) visitProperty(node, key, NO_VALUE);
     }
     return node;
+  };
+  /** Visits `container[key]` if it is an own data property (holding `read`, when the caller read it already). */
+  const visitProperty = (container: object, key: string | number, read: unknown): void => {
+    const desc = Object.getOwnPropertyDescriptor(container, key);
+    if (desc === undefined || !('value' in desc)) return; // a hole, or an accessor: never invoked
+    const before: unknown = desc.value;
+    if (typeof before !== 'object' || before === null) return;
+    if (read !== NO_VALUE && read !== before) return; // not what the array read gave: leave it
+    const after = visit(before);
+    if (after === before) return;
+    if (desc.writable !== true) {
+      throw new ArrayPoolError(
+        'ERR_INVALID_ARG',
+        `revive: the handle at ${JSON.stringify(String(key))} is in a read-only property (a frozen container?); revive replaces handles in place`,
+      );
+    }
+    // An existing own writable data property: assignment sets it (even one
+    // named "__proto__", which JSON.parse creates as an own property), never
+    // a setter or the prototype.
+    (container as Record<string | number, unknown>)[key] = after;
   };
   return visit(value);
 }
