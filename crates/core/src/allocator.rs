@@ -158,6 +158,14 @@ impl<'a> Heap<'a> {
         Ok(size)
     }
 
+    /// The block's size, confirmed by the block after it (its `prev_phys`)
+    /// or, for the last block, by the bitmap: what a size must pass before
+    /// a range derived from it is written to or punched.
+    pub fn verified_size(&self, offset: u64) -> Result<u64> {
+        self.next_phys(offset)?;
+        self.size_of(offset)
+    }
+
     /// The data bytes of the used block at `offset`, checked against its size.
     pub fn data_len_of(&self, offset: u64) -> Result<u64> {
         let size = self.size_of(offset)?;
@@ -190,8 +198,10 @@ impl<'a> Heap<'a> {
     /// The block physically after `offset`, if any, checked through its
     /// boundary tag (so a scribbled size is caught, not followed).
     fn next_phys(&self, offset: u64) -> Result<Option<u64>> {
-        let next = offset + self.size_of(offset)?;
+        let size = self.size_of(offset)?;
+        let next = offset + size;
         if next >= self.end {
+            self.check_is_last(offset, size)?;
             return Ok(None);
         }
         if !self.is_block_start(next)? || self.block(next)?.prev_phys.load(Relaxed) != offset {
@@ -201,6 +211,41 @@ impl<'a> Heap<'a> {
             ));
         }
         Ok(Some(next))
+    }
+
+    /// A block that claims to reach the heap's end has no neighbour to
+    /// confirm its size, so the bitmap must show no block starting inside
+    /// it (a size scribbled to reach the end would otherwise swallow every
+    /// block after it). Only the reserved part is read: no block ever
+    /// started above `reserved_until`. Cost: one word per 4 KiB of the
+    /// block's reserved range, and only for the last block of the heap.
+    fn check_is_last(&self, offset: u64, size: u64) -> Result<()> {
+        let first = offset + BLOCK_ALIGN;
+        let end = (offset + size).min(self.reserved_until());
+        let mut unit = first / BLOCK_ALIGN;
+        let end_unit = end.div_ceil(BLOCK_ALIGN);
+        while unit < end_unit {
+            let (word, _) = self.bitmap_word(unit * BLOCK_ALIGN)?;
+            let first_bit = unit % 64;
+            let bits_here = (64 - first_bit).min(end_unit - unit);
+            let mask = if bits_here == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << bits_here) - 1) << first_bit
+            };
+            if word.load(Relaxed) & mask != 0 {
+                let inner = unit + (word.load(Relaxed) & mask).trailing_zeros() as u64 - first_bit;
+                return Err(corrupt(
+                    "block size",
+                    format!(
+                        "block at {offset} claims {size} bytes, over the block starting at {}",
+                        inner * BLOCK_ALIGN
+                    ),
+                ));
+            }
+            unit += bits_here;
+        }
+        Ok(())
     }
 
     /// The block physically before `offset`, if any, checked the same way.

@@ -68,7 +68,7 @@ impl Pool {
                 // A releaser that died may have punched the pages already.
                 let was_releasing = heap.block(offset)?.tag.load(Relaxed) & FLAG_RELEASING != 0;
                 if refs::drop_holder(heap, offset, slot, true)? == Dropped::Free {
-                    let size = heap.size_of(offset)?;
+                    let size = heap.verified_size(offset)?;
                     let punched =
                         size >= self.options.punch_threshold && self.punch_block(offset, size);
                     refs::free_block(heap, offset, punched || was_releasing)?;

@@ -98,7 +98,7 @@ pub fn drop_holder(heap: &Heap, offset: u64, slot: u32, holder_died: bool) -> Re
 pub fn free_block(heap: &Heap, offset: u64, unreserved: bool) -> Result<()> {
     let v = heap.view;
     let h = v.header();
-    let size = heap.size_of(offset)?;
+    let size = heap.verified_size(offset)?;
     v.sub(&h.used_bytes, size)?;
     v.sub(&h.live_blocks, 1)?;
     heap.free(offset, unreserved)?;

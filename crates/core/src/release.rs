@@ -92,7 +92,7 @@ impl Pool {
                 format!("the block at {offset} this process holds changed generation"),
             ));
         }
-        let size = heap.size_of(offset)?;
+        let size = heap.verified_size(offset)?;
         let others = b.holders.load(Relaxed) & !refs::slot_bit(self.slot);
         let tag = b.tag.load(Relaxed);
         let will_free =

@@ -16,10 +16,31 @@ pub fn pause_inside_allocation(ms: u64) {
     PAUSE_IN_ALLOCATION_MS.store(ms, Relaxed);
 }
 
+static PAUSE_WHILE_EXISTS: std::sync::Mutex<Option<std::path::PathBuf>> =
+    std::sync::Mutex::new(None);
+
+/// Makes the next allocations in this process wait inside their critical
+/// section for as long as `path` exists (so another process decides when
+/// the lock is let go, with no timing involved); None turns it off.
+pub fn pause_inside_allocation_while_exists(path: Option<std::path::PathBuf>) {
+    *PAUSE_WHILE_EXISTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = path;
+}
+
 pub(crate) fn pause_inside_allocation_point() {
     let pause = PAUSE_IN_ALLOCATION_MS.load(Relaxed);
     if pause > 0 {
         std::thread::sleep(Duration::from_millis(pause));
+    }
+    let path = PAUSE_WHILE_EXISTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    if let Some(path) = path {
+        while path.exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
