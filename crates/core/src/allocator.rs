@@ -61,6 +61,9 @@ pub(crate) struct Heap<'a> {
     pub start: u64,
     pub end: u64,
     bitmap_offset: u64,
+    /// The last `reserved_until` read (it only grows): re-read only when
+    /// an offset lies above it, so the common check is one compare.
+    reserved: std::cell::Cell<u64>,
 }
 
 fn corrupt(field: &'static str, detail: String) -> PoolError {
@@ -76,6 +79,7 @@ impl<'a> Heap<'a> {
             start: geometry.heap_start,
             end: geometry.heap_end,
             bitmap_offset: geometry.bitmap_offset,
+            reserved: std::cell::Cell::new(geometry.heap_start),
         }
     }
 
@@ -83,11 +87,19 @@ impl<'a> Heap<'a> {
     /// header above it was never written (reading it could fault in pages).
     /// Shared, so clamped to the heap: it only ever narrows what is read.
     pub fn reserved_until(&self) -> u64 {
-        self.view
+        let now = self
+            .view
             .header()
             .reserved_until
             .load(Relaxed)
-            .clamp(self.start, self.end)
+            .clamp(self.start, self.end);
+        self.reserved.set(now);
+        now
+    }
+
+    /// Whether heap bytes up to `end` were reserved (see `reserved_until`).
+    fn below_reserved(&self, end: u64) -> bool {
+        end <= self.reserved.get() || end <= self.reserved_until()
     }
 
     fn bitmap_word(&self, offset: u64) -> Result<(&'a AtomicU64, u64)> {
@@ -107,7 +119,7 @@ impl<'a> Heap<'a> {
     pub fn is_block_start(&self, offset: u64) -> Result<bool> {
         if !offset.is_multiple_of(BLOCK_ALIGN)
             || offset < self.start
-            || offset.saturating_add(BLOCK_HEADER_SIZE) > self.reserved_until()
+            || !self.below_reserved(offset.saturating_add(BLOCK_HEADER_SIZE))
         {
             return Ok(false);
         }
@@ -127,7 +139,7 @@ impl<'a> Heap<'a> {
     pub fn block(&self, offset: u64) -> Result<&'a BlockHeader> {
         let in_heap = offset.is_multiple_of(BLOCK_ALIGN)
             && offset >= self.start
-            && offset.saturating_add(BLOCK_HEADER_SIZE) <= self.reserved_until();
+            && self.below_reserved(offset.saturating_add(BLOCK_HEADER_SIZE));
         in_heap
             .then(|| self.view.block(offset))
             .flatten()
@@ -214,36 +226,23 @@ impl<'a> Heap<'a> {
     }
 
     /// A block that claims to reach the heap's end has no neighbour to
-    /// confirm its size, so the bitmap must show no block starting inside
-    /// it (a size scribbled to reach the end would otherwise swallow every
-    /// block after it). Only the reserved part is read: no block ever
-    /// started above `reserved_until`. Cost: one word per 4 KiB of the
-    /// block's reserved range, and only for the last block of the heap.
+    /// confirm its size: the header's `last_block` must name it.
     fn check_is_last(&self, offset: u64, size: u64) -> Result<()> {
-        let first = offset + BLOCK_ALIGN;
-        let end = (offset + size).min(self.reserved_until());
-        let mut unit = first / BLOCK_ALIGN;
-        let end_unit = end.div_ceil(BLOCK_ALIGN);
-        while unit < end_unit {
-            let (word, _) = self.bitmap_word(unit * BLOCK_ALIGN)?;
-            let first_bit = unit % 64;
-            let bits_here = (64 - first_bit).min(end_unit - unit);
-            let mask = if bits_here == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << bits_here) - 1) << first_bit
-            };
-            if word.load(Relaxed) & mask != 0 {
-                let inner = unit + (word.load(Relaxed) & mask).trailing_zeros() as u64 - first_bit;
-                return Err(corrupt(
-                    "block size",
-                    format!(
-                        "block at {offset} claims {size} bytes, over the block starting at {}",
-                        inner * BLOCK_ALIGN
-                    ),
-                ));
-            }
-            unit += bits_here;
+        let last = self.view.header().last_block.load(Relaxed);
+        if last != offset {
+            return Err(corrupt(
+                "block size",
+                format!("block at {offset} claims {size} bytes, to the heap's end, but the last block is at {last}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes a block's size, keeping `last_block` right.
+    fn set_size(&self, offset: u64, size: u64) -> Result<()> {
+        self.view.set(&self.block(offset)?.size, size)?;
+        if offset + size == self.end {
+            self.view.set(&self.view.header().last_block, offset)?;
         }
         Ok(())
     }
@@ -292,7 +291,7 @@ impl<'a> Heap<'a> {
     pub fn init(&self) -> Result<()> {
         let b = self.block(self.start)?;
         let v = self.view;
-        v.set(&b.size, self.end - self.start)?;
+        self.set_size(self.start, self.end - self.start)?;
         v.set(&b.prev_phys, NONE)?;
         v.set(&b.tag, TAG_FREE | FLAG_UNRESERVED)?;
         v.set(&b.generation, 0)?;
@@ -408,7 +407,7 @@ impl<'a> Heap<'a> {
             }
         }
         let r = self.block(rest)?;
-        v.set(&r.size, rest_size)?;
+        self.set_size(rest, rest_size)?;
         v.set(&r.prev_phys, offset)?;
         v.set(&r.tag, TAG_FREE | rest_flags)?;
         v.set(&r.generation, 0)?;
@@ -421,7 +420,7 @@ impl<'a> Heap<'a> {
         if rest_end < self.end {
             v.set(&self.block(rest_end)?.prev_phys, rest)?;
         }
-        v.set(&b.size, size)?;
+        self.set_size(offset, size)?;
         self.insert_free(rest)
     }
 
@@ -584,7 +583,7 @@ impl BlockAllocator for Heap<'_> {
                 start = prev;
             }
         }
-        v.set(&self.block(start)?.size, size)?;
+        self.set_size(start, size)?;
         if start + size < self.end {
             v.set(&self.block(start + size)?.prev_phys, start)?;
         }

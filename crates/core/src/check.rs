@@ -47,7 +47,9 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
     let (mut used, mut live, mut in_flight, mut free_blocks) = (0u64, 0u64, 0u64, 0u64);
     let mut prev_free_flags: Option<u64> = None;
     let mut violation: Option<String> = None;
+    let mut last_offset = NONE;
     let walked = heap.walk(|offset, b| {
+        last_offset = offset;
         if violation.is_some() {
             return Ok(());
         }
@@ -125,6 +127,12 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
     walked.map_err(text)?;
     if let Some(v) = violation {
         return Err(v);
+    }
+    let last_block = h.last_block.load(Relaxed);
+    if last_block != last_offset {
+        return Err(format!(
+            "last_block is {last_block}, the heap's last block is at {last_offset}"
+        ));
     }
     report.free_blocks = free_blocks;
     let counters = [

@@ -115,6 +115,10 @@ pub struct SegmentHeader {
     /// The pool's random 128-bit id (low word first); an anonymous pool's
     /// name carries it, and opening checks it (layout version 2).
     pub pool_id: [AtomicU64; 2],
+    /// Offset of the physically last block: a block whose size reaches the
+    /// heap's end has no neighbour to confirm it, so this does (a size
+    /// scribbled to reach the end would otherwise swallow the blocks after).
+    pub last_block: AtomicU64,
 }
 
 #[repr(C)]
@@ -339,6 +343,7 @@ mod tests {
                 8,
             ),
             ("pool_id[2]", offset_of!(SegmentHeader, pool_id), 16),
+            ("last_block", offset_of!(SegmentHeader, last_block), 8),
         ];
         let slot: &[(&str, usize)] = &[
             ("state", offset_of!(ProcessSlot, state)),
