@@ -35,7 +35,9 @@ export function newSince(before, after) {
   return [...named, ...anonymous];
 }
 
-const command = process.argv[2];
+// Only when run as a script: test-node-lines.mjs imports this module, and
+// its own arguments (`-- 24 26`) are no command.
+const command = process.argv[1] === fileURLToPath(import.meta.url) ? process.argv[2] : undefined;
 if (command === 'snapshot') {
   mkdirSync(dirname(SNAPSHOT), { recursive: true });
   writeFileSync(SNAPSHOT, JSON.stringify(present()));

@@ -9,8 +9,10 @@
  * Needs a built tree (`npm install`). Node 22, 24 and 26 come from the npm
  * registry through scripts/node-lines.mjs (cached, never installed over the
  * system Node). The native addon is Node-API, so one build serves every
- * line; the bench competitor shm-typed-array is rebuilt per line. Each
- * line's `node` comes first on PATH, so everything the tests spawn runs on it.
+ * line: the demo runs on the shipped addon, ava on the testing addon
+ * (ava.config.mjs), which this script builds or brings up to date first;
+ * the bench competitor shm-typed-array is rebuilt per line. Each line's
+ * `node` comes first on PATH, so everything the tests spawn runs on it.
  */
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -31,10 +33,19 @@ function systemNode(line) {
 
 function step(node, label, args) {
   const env = { ...process.env, PATH: `${dirname(node)}:${process.env.PATH}` };
+  // The demo runs on the shipped addon; ava sets this itself (ava.config.mjs).
+  delete env.NAPI_RS_NATIVE_LIBRARY_PATH;
   console.log(`\n=== ${label}: ${node} ${args.join(' ')}`);
   const run = spawnSync(node, args, { cwd: root, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   process.stdout.write(run.stdout ?? '');
   return { ok: run.status === 0, stdout: run.stdout ?? '', status: run.status ?? run.signal };
+}
+
+// With the system Node and npm: cargo does the work, whatever the line.
+console.log('=== the testing addon: npm run build:testing');
+if (spawnSync('npm', ['run', 'build:testing'], { cwd: root, stdio: 'inherit' }).status !== 0) {
+  console.error('FAIL: npm run build:testing');
+  process.exit(1);
 }
 
 const summary = [];

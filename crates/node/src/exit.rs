@@ -5,19 +5,28 @@
 //! References need no release here: the kernel drops the process's liveness
 //! locks when it dies, and the other processes reap it.
 
-use std::sync::Once;
+use std::sync::{Once, TryLockError};
 
+use crate::errors::guard_callback;
 use crate::registry::REGISTRY;
 
 static REGISTERED: Once = Once::new();
 
 extern "C" fn unlink_created_segments() {
-    // Another thread may hold the registry at exit; never wait for it.
-    if let Ok(r) = REGISTRY.try_lock() {
+    // A panic must not unwind out of an `extern "C"` function (abort, so the
+    // exit status would be lost): swallowed.
+    guard_callback("the exit hook that unlinks created segments", || {
+        // Another thread may hold the registry at exit; never wait for it.
+        // A poisoned lock is taken as it is: unlinking only reads it.
+        let r = match REGISTRY.try_lock() {
+            Ok(r) => r,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
         for p in r.pools.iter().filter(|p| p.pool.is_creator()) {
             let _ = p.pool.unlink_name();
         }
-    }
+    });
 }
 
 pub fn unlink_created_segments_at_exit() {

@@ -1,6 +1,24 @@
 //! Node-API binding for arraypool-core (napi-rs 3): converts between JS
 //! values and the core, nothing more. The public API is `index.ts`.
+//!
+//! No panic crosses into Node-API. Every export's body runs in
+//! `errors::guard` (a panic becomes an `ERR_INTERNAL` error), and every
+//! callback the binding hands to napi or libc (view finalizers, the exit
+//! hook) in `errors::guard_callback` (a panic is swallowed). The exports
+//! also carry napi-rs's `catch_unwind`: it covers napi-rs's own argument and
+//! result conversions around the body, where a panic would surface as a
+//! plain `GenericFailure` error rather than an abort.
+//!
+//! Exports that can disturb a pool (fault injection, panics) exist only with
+//! the `testing` cargo feature, which only the test suite's addon enables.
 #![deny(clippy::all)]
+
+// The guards need panics to unwind; with `panic = "abort"` in a profile,
+// every panic would abort the process again.
+#[cfg(panic = "abort")]
+compile_error!(
+    "arraypool-node catches panics at the napi boundary: build it with panic = \"unwind\""
+);
 
 mod errors;
 mod exit;
@@ -15,15 +33,15 @@ use arraypool_core::{Backing, Handle, Pool, PoolOptions};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use errors::{coded, from_pool, to_u64, Code, JsError};
+use errors::{coded, from_pool, guard, to_u64, Code, JsError};
 use registry::{registry, OpenPool};
 
 type JsResult<T> = std::result::Result<T, JsError>;
 
 /// Shared-memory layout version compiled into this addon.
-#[napi]
-pub fn layout_version() -> u32 {
-    arraypool_core::LAYOUT_VERSION
+#[napi(catch_unwind)]
+pub fn layout_version() -> Result<u32, Code> {
+    guard(|| Ok(arraypool_core::LAYOUT_VERSION))
 }
 
 #[napi(object)]
@@ -84,23 +102,31 @@ fn add_pool(pool: Pool) -> u32 {
 
 /// The running Node's largest Buffer (`buffer.constants.MAX_LENGTH`): the
 /// limit of one view.
-#[napi]
+#[napi(catch_unwind)]
 pub fn set_max_view_bytes(bytes: f64) -> Result<(), Code> {
-    views::set_max_view_bytes(to_u64(bytes, "bytes", "ERR_INVALID_ARG")?);
-    Ok(())
+    guard(|| {
+        views::set_max_view_bytes(to_u64(bytes, "bytes", "ERR_INVALID_ARG")?);
+        Ok(())
+    })
 }
 
 /// Creates a new pool; returns its id in this process.
-#[napi]
+#[napi(catch_unwind)]
 pub fn create_pool(config: Option<PoolConfig>) -> Result<u32, Code> {
-    let pool = Pool::create(options(config)?).map_err(from_pool)?;
-    Ok(add_pool(pool))
+    guard(|| {
+        let pool = Pool::create(options(config)?).map_err(from_pool)?;
+        Ok(add_pool(pool))
+    })
 }
 
 /// Opens (or finds already open in this process) the pool a locator names:
 /// a name, or `name@pid:fd,...` for an anonymous pool (see core `memfd`).
-#[napi]
+#[napi(catch_unwind)]
 pub fn open_pool(name: String, config: Option<PoolConfig>) -> Result<u32, Code> {
+    guard(|| open_pool_inner(name, config))
+}
+
+fn open_pool_inner(name: String, config: Option<PoolConfig>) -> JsResult<u32> {
     let bare = arraypool_core::validate_name(name.split('@').next().unwrap_or_default())
         .map_err(from_pool)?
         .to_string();
@@ -124,19 +150,21 @@ pub fn open_pool(name: String, config: Option<PoolConfig>) -> Result<u32, Code> 
 
 /// What children pass to `open_pool` to attach: for an anonymous pool, its
 /// name with this process's pid and fd ahead of `inherited`'s hints.
-#[napi]
+#[napi(catch_unwind)]
 pub fn pool_locator(id: u32, inherited: Option<String>) -> Result<String, Code> {
-    Ok(any_pool(id)?.locator(inherited.as_deref()))
+    guard(|| Ok(any_pool(id)?.locator(inherited.as_deref())))
 }
 
 /// `'memfd'` or `'shm'`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn pool_backing(id: u32) -> Result<String, Code> {
-    Ok(match any_pool(id)?.backing() {
-        Backing::Memfd => "memfd",
-        Backing::Shm => "shm",
-    }
-    .to_string())
+    guard(|| {
+        Ok(match any_pool(id)?.backing() {
+            Backing::Memfd => "memfd",
+            Backing::Shm => "shm",
+        }
+        .to_string())
+    })
 }
 
 fn pool(id: u32) -> JsResult<Arc<Pool>> {
@@ -151,23 +179,25 @@ fn pool(id: u32) -> JsResult<Arc<Pool>> {
     }
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn pool_name(id: u32) -> Result<String, Code> {
-    let r = registry();
-    r.pools
-        .get(id as usize)
-        .map(|p| p.pool.name().to_string())
-        .ok_or_else(|| coded("ERR_INVALID_ARG", format!("no pool with id {id}")))
+    guard(|| {
+        let r = registry();
+        r.pools
+            .get(id as usize)
+            .map(|p| p.pool.name().to_string())
+            .ok_or_else(|| coded("ERR_INVALID_ARG", format!("no pool with id {id}")))
+    })
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn is_creator(id: u32) -> Result<bool, Code> {
-    Ok(pool(id)?.is_creator())
+    guard(|| Ok(pool(id)?.is_creator()))
 }
 
 /// Allocates `byteLength` bytes and returns an external ArrayBuffer over
 /// them (holding one reference). Writes `[viewId, offset, generation]` to `out`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn allocate<'env>(
     env: &'env Env,
     pool_id: u32,
@@ -175,11 +205,13 @@ pub fn allocate<'env>(
     transfer_required: bool,
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
-    let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
-    views::check_view_size(len)?;
-    let pool = pool(pool_id)?;
-    let block = pool.allocate(len, transfer_required).map_err(from_pool)?;
-    views::external_view(env, pool_id, pool, block, 0, len, out)
+    guard(|| {
+        let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
+        views::check_view_size(len)?;
+        let pool = pool(pool_id)?;
+        let block = pool.allocate(len, transfer_required).map_err(from_pool)?;
+        views::external_view(env, pool_id, pool, block, 0, len, out)
+    })
 }
 
 fn handle(
@@ -218,7 +250,7 @@ fn view_of_handle<'env>(
 
 /// Attaches the block a handle names (marking it transferred) and returns a
 /// view of the handle's byte range.
-#[napi]
+#[napi(catch_unwind)]
 pub fn attach<'env>(
     env: &'env Env,
     pool_id: u32,
@@ -228,18 +260,20 @@ pub fn attach<'env>(
     byte_length: f64,
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
-    view_of_handle(
-        env,
-        pool_id,
-        [offset, generation, byte_offset, byte_length],
-        out,
-        Pool::attach,
-    )
+    guard(|| {
+        view_of_handle(
+            env,
+            pool_id,
+            [offset, generation, byte_offset, byte_length],
+            out,
+            Pool::attach,
+        )
+    })
 }
 
 /// Another view of (a range of) a block this process holds; does not mark
 /// it transferred.
-#[napi]
+#[napi(catch_unwind)]
 pub fn share<'env>(
     env: &'env Env,
     pool_id: u32,
@@ -249,46 +283,52 @@ pub fn share<'env>(
     byte_length: f64,
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
-    view_of_handle(
-        env,
-        pool_id,
-        [offset, generation, byte_offset, byte_length],
-        out,
-        Pool::share,
-    )
+    guard(|| {
+        view_of_handle(
+            env,
+            pool_id,
+            [offset, generation, byte_offset, byte_length],
+            out,
+            Pool::share,
+        )
+    })
 }
 
 /// If `view` is a typed array over pool memory that this process viewed,
 /// writes `[poolId, offset, generation, byteOffset]` to `out` and returns
 /// true; false for anything else.
-#[napi]
+#[napi(catch_unwind)]
 pub fn locate_view(env: &Env, view: Unknown, out: Unknown) -> Result<bool, Code> {
-    let Some(slots) = views::float64_slots(env.raw(), out.raw(), 4) else {
-        return Err(coded(
-            "ERR_INVALID_ARG",
-            "out must be a Float64Array of length >= 4",
-        ));
-    };
-    match views::locate(env.raw(), view.raw()) {
-        Some(found) => {
-            slots[..4].copy_from_slice(&found);
-            Ok(true)
+    guard(|| {
+        let Some(slots) = views::float64_slots(env.raw(), out.raw(), 4) else {
+            return Err(coded(
+                "ERR_INVALID_ARG",
+                "out must be a Float64Array of length >= 4",
+            ));
+        };
+        match views::locate(env.raw(), view.raw()) {
+            Some(found) => {
+                slots[..4].copy_from_slice(&found);
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        None => Ok(false),
-    }
+    })
 }
 
 /// Drops a view's reference now and detaches its ArrayBuffer (every typed
 /// array over it becomes length 0). Returns false if it was already released.
-#[napi]
+#[napi(catch_unwind)]
 pub fn release(view_id: f64, buffer: Option<ArrayBuffer>) -> Result<bool, Code> {
-    let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
-    let released = views::release_view(id);
-    if let Some(ab) = buffer {
-        // Plain (non-external) buffers cannot be detached; nothing to do then.
-        let _ = ab.detach();
-    }
-    Ok(released)
+    guard(|| {
+        let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
+        let released = views::release_view(id);
+        if let Some(ab) = buffer {
+            // Plain (non-external) buffers cannot be detached; nothing to do then.
+            let _ = ab.detach();
+        }
+        Ok(released)
+    })
 }
 
 #[napi(object)]
@@ -314,8 +354,12 @@ fn any_pool(id: u32) -> JsResult<Arc<Pool>> {
         .ok_or_else(|| coded("ERR_INVALID_ARG", format!("no pool with id {id}")))
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn stats(pool_id: u32) -> Result<PoolStats, Code> {
+    guard(|| stats_inner(pool_id))
+}
+
+fn stats_inner(pool_id: u32) -> JsResult<PoolStats> {
     let pool = any_pool(pool_id)?;
     let s = pool.stats().map_err(from_pool)?;
     Ok(PoolStats {
@@ -340,13 +384,15 @@ pub struct CheckResult {
     pub violation: Option<String>,
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn check(pool_id: u32) -> Result<CheckResult, Code> {
-    let r = any_pool(pool_id)?.check().map_err(from_pool)?;
-    Ok(CheckResult {
-        blocks: r.blocks as f64,
-        free_blocks: r.free_blocks as f64,
-        violation: r.violation,
+    guard(|| {
+        let r = any_pool(pool_id)?.check().map_err(from_pool)?;
+        Ok(CheckResult {
+            blocks: r.blocks as f64,
+            free_blocks: r.free_blocks as f64,
+            violation: r.violation,
+        })
     })
 }
 
@@ -358,14 +404,16 @@ pub struct ReapResult {
     pub bytes_freed: f64,
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn reap(pool_id: u32) -> Result<ReapResult, Code> {
-    let r = any_pool(pool_id)?.reap().map_err(from_pool)?;
-    Ok(ReapResult {
-        processes: r.processes as f64,
-        references: r.references as f64,
-        blocks_freed: r.blocks_freed as f64,
-        bytes_freed: r.bytes_freed as f64,
+    guard(|| {
+        let r = any_pool(pool_id)?.reap().map_err(from_pool)?;
+        Ok(ReapResult {
+            processes: r.processes as f64,
+            references: r.references as f64,
+            blocks_freed: r.blocks_freed as f64,
+            bytes_freed: r.bytes_freed as f64,
+        })
     })
 }
 
@@ -374,8 +422,12 @@ pub fn reap(pool_id: u32) -> Result<ReapResult, Code> {
 /// unlinked now if this process created the pool, new work is refused, and
 /// the process leaves the pool once its last live view is released or
 /// collected (views never dangle).
-#[napi]
+#[napi(catch_unwind)]
 pub fn close_pool(pool_id: u32) -> Result<(), Code> {
+    guard(|| close_pool_inner(pool_id))
+}
+
+fn close_pool_inner(pool_id: u32) -> JsResult<()> {
     let pool = {
         let mut r = registry();
         let Some(entry) = r.pools.get_mut(pool_id as usize) else {
@@ -400,42 +452,81 @@ pub fn close_pool(pool_id: u32) -> Result<(), Code> {
 
 /// Process exit: every pool releases this process's references and leaves;
 /// the creator unlinks the name. Views left in JS stay mapped (never unmapped).
-#[napi]
-pub fn shutdown() {
-    let pools: Vec<Arc<Pool>> = {
-        let mut r = registry();
-        r.views.clear();
-        r.by_address.clear();
-        r.pools.iter().map(|p| p.pool.clone()).collect()
-    };
-    for p in pools {
-        let _ = p.close();
-    }
+#[napi(catch_unwind)]
+pub fn shutdown() -> Result<(), Code> {
+    guard(|| {
+        let pools: Vec<Arc<Pool>> = {
+            let mut r = registry();
+            r.views.clear();
+            r.by_address.clear();
+            r.pools.iter().map(|p| p.pool.clone()).collect()
+        };
+        for p in pools {
+            let _ = p.close();
+        }
+        Ok(())
+    })
 }
 
-/// Test-only: every following allocation in this process sleeps `ms` inside
-/// the pool lock (fault-injection tests).
+/// Test-only: every following allocation in this process sleeps `ms`
+/// inside the pool lock (fault-injection tests).
 #[cfg(feature = "testing")]
-#[napi]
+#[napi(catch_unwind)]
 pub fn test_pause_inside_allocation(ms: f64) -> Result<(), Code> {
-    arraypool_core::testing::pause_inside_allocation(to_u64(ms, "ms", "ERR_INVALID_ARG")?);
-    Ok(())
+    guard(|| {
+        arraypool_core::testing::pause_inside_allocation(to_u64(ms, "ms", "ERR_INVALID_ARG")?);
+        Ok(())
+    })
+}
+
+/// Test-only: panics inside an export, with `message` (napi-boundary tests).
+#[cfg(feature = "testing")]
+#[napi(catch_unwind)]
+pub fn test_panic(message: String) -> Result<(), Code> {
+    guard(|| panic!("{message}"))
+}
+
+/// Test-only: the next `times` view releases in this process (`release()`
+/// or a view's finalizer) panic before they change anything.
+#[cfg(feature = "testing")]
+#[napi(catch_unwind)]
+pub fn test_panic_in_release(times: u32) -> Result<(), Code> {
+    guard(|| {
+        views::testing::panic_in_release(times);
+        Ok(())
+    })
+}
+
+/// Test-only: how many panics this process's finalizers and exit hook
+/// swallowed.
+#[cfg(feature = "testing")]
+#[napi(catch_unwind)]
+pub fn test_swallowed_panics() -> Result<f64, Code> {
+    guard(|| Ok(errors::swallowed_panics() as f64))
 }
 
 /// Test-only: the process slot holding the pool lock right now (read
 /// without taking the lock), or null.
-#[napi]
+// Not gated: it only reads the lock word and changes nothing, so it cannot
+// disturb a pool, and binding.js (generated from the shipped build) lists it
+// for the fault tests.
+#[napi(catch_unwind)]
 pub fn test_lock_owner(pool_id: u32) -> Result<Option<u32>, Code> {
-    Ok(any_pool(pool_id)?.lock_owner())
+    guard(|| Ok(any_pool(pool_id)?.lock_owner()))
 }
 
 /// Test-only: V8's external-memory counter for this thread, read through
 /// a zero adjustment (views must leave it exactly as V8 counts them).
-#[napi]
-pub fn test_external_memory(env: &Env) -> f64 {
-    let mut total = 0i64;
-    // SAFETY: `env` is the live environment of this call; a zero delta
-    // changes nothing and only writes `total`.
-    unsafe { napi::sys::napi_adjust_external_memory(env.raw(), 0, &mut total) };
-    total as f64
+// Not gated: a zero adjustment changes nothing, neither in V8 nor in a pool,
+// and binding.js (generated from the shipped build) lists it for the stress
+// tests.
+#[napi(catch_unwind)]
+pub fn test_external_memory(env: &Env) -> Result<f64, Code> {
+    guard(|| {
+        let mut total = 0i64;
+        // SAFETY: `env` is the live environment of this call; a zero delta
+        // changes nothing and only writes `total`.
+        unsafe { napi::sys::napi_adjust_external_memory(env.raw(), 0, &mut total) };
+        Ok(total as f64)
+    })
 }

@@ -22,7 +22,7 @@ use arraypool_core::{BlockRef, Pool};
 use napi::bindgen_prelude::*;
 use napi::sys;
 
-use crate::errors::{coded, from_napi, Code, JsError};
+use crate::errors::{coded, from_napi, guard_callback, Code, JsError};
 use crate::registry::{registry, View};
 
 /// The largest view the running Node can make: its `buffer.constants.MAX_LENGTH`
@@ -46,7 +46,12 @@ pub fn check_view_size(len: u64) -> std::result::Result<(), JsError> {
 }
 
 /// Drops the reference a view holds, once. Returns whether it was live.
+/// A panic before the view leaves the registry keeps it there with its
+/// reference: `release()` can be called again, and a view whose finalizer
+/// panicked is released when the pool closes or the process exits.
 pub fn release_view(id: u64) -> bool {
+    #[cfg(feature = "testing")]
+    testing::panic_point();
     let view = registry().remove_view(id);
     match view {
         Some(v) => {
@@ -75,8 +80,17 @@ pub fn close_if_unused(pool_id: u32) {
     let _ = pool.close();
 }
 
+/// Runs after V8 collected a view's ArrayBuffer. A panic cannot unwind out
+/// of this `extern "C"` function (the process would abort) and has no JS
+/// caller to throw to: it is swallowed, and the view keeps its reference
+/// (see `release_view`).
 unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-    release_view(hint as usize as u64);
+    guard_callback(
+        "a view's finalizer (the view's block reference stays held until the pool is closed or the process exits)",
+        || {
+            release_view(hint as usize as u64);
+        },
+    );
 }
 
 /// Wraps `[data + byte_offset, +byte_length)` of a block this process just
@@ -218,4 +232,31 @@ pub fn locate(env: sys::napi_env, value: sys::napi_value) -> Option<[f64; 4]> {
         located.generation as f64,
         (located.byte_offset + byte_offset as u64) as f64,
     ])
+}
+
+/// Panics injected into the release path, for the napi-boundary tests.
+#[cfg(feature = "testing")]
+pub mod testing {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+    static PANICS_IN_RELEASE: AtomicU32 = AtomicU32::new(0);
+
+    /// The next `times` view releases (`release()` or a finalizer) panic
+    /// before they change anything.
+    pub fn panic_in_release(times: u32) {
+        PANICS_IN_RELEASE.store(times, Relaxed);
+    }
+
+    pub(super) fn panic_point() {
+        // Finalizers and calls run on JS threads; a lost race between two
+        // threads only changes which release panics.
+        let left = PANICS_IN_RELEASE.load(Relaxed);
+        if left > 0 {
+            PANICS_IN_RELEASE.store(left - 1, Relaxed);
+            panic!(
+                "test: a panic injected into a view release ({} more armed)",
+                left - 1
+            );
+        }
+    }
 }

@@ -1,0 +1,97 @@
+// The napi boundary: no Rust panic crosses into Node-API (it would abort
+// the process), and the test hooks that can disturb a pool are only in the
+// testing addon the suite runs on, never in the shipped one. The panics
+// happen in child processes: a panic that got through would kill them, not
+// the ava worker.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BINDING = new URL('../binding.js', import.meta.url).href;
+const PANICS = fileURLToPath(new URL('./fixtures/panics.mjs', import.meta.url));
+
+/** Exports only the testing addon may have: they can disturb a pool. */
+const GATED = ['testPanic', 'testPanicInRelease', 'testPauseInsideAllocation', 'testSwallowedPanics'];
+/** Read-only diagnostics, in both addons (see crates/node/src/lib.rs). */
+const DIAGNOSTICS = ['testExternalMemory', 'testLockOwner'];
+
+/** Runs fixtures/panics.mjs `scenario` in a child process. */
+function panics(scenario) {
+  const run = spawnSync(process.execPath, ['--expose-gc', PANICS, scenario], { encoding: 'utf8', timeout: 60_000 });
+  const last = run.stdout.trim().split('\n').at(-1) ?? '';
+  return { status: run.status, signal: run.signal, stderr: run.stderr, result: last.startsWith('{') ? JSON.parse(last) : null };
+}
+
+/** The same child must have lived through it: no abort, exit 0. */
+function survived(t, run) {
+  t.is(run.signal, null, `the child died of ${run.signal}; its stderr:\n${run.stderr}`);
+  t.is(run.status, 0, `its stderr:\n${run.stderr}`);
+  t.truthy(run.result, 'it printed its result');
+}
+
+test('a panic inside an export is an Error with code ERR_INTERNAL and the panic text; the process carries on', (t) => {
+  const run = panics('export');
+  survived(t, run);
+  const { error, works } = run.result;
+  t.true(error.isError);
+  t.is(error.code, 'ERR_INTERNAL');
+  t.regex(error.message, /panic.*boom: the panic text/);
+  t.true(works, 'the binding and the pool still work, check() passes');
+});
+
+test('a panic in release(): ArrayPoolError ERR_INTERNAL, the reference is kept and GC releases it later', (t) => {
+  const run = panics('release');
+  survived(t, run);
+  const r = run.result;
+  t.is(r.error.name, 'ArrayPoolError');
+  t.is(r.error.code, 'ERR_INTERNAL');
+  t.regex(r.error.message, /panic injected into a view release/);
+  t.is(r.keptAfterPanic, 1, 'the panic came before anything changed: the reference is still held');
+  t.true(r.viewIntact, 'the view was not detached');
+  t.is(r.violationAfterPanic, null);
+  t.is(r.heldAfterGc, 0, "the view's finalizer released it");
+  t.true(r.works);
+});
+
+test("a panic in a view's finalizer is swallowed and reported once; the references stay held, the process exits 0", (t) => {
+  const run = panics('finalizer');
+  survived(t, run);
+  const r = run.result;
+  t.is(r.swallowed, 2);
+  t.is(r.keptAfterPanics, 2, 'both references are kept (until close or exit), none half-released');
+  t.is(r.violation, null);
+  t.is(r.keptLater, 2, 'a later finalizer released its view as usual');
+  t.true(r.works);
+  const reports = run.stderr.match(/^arraypool: internal error \(a Rust panic\) in a view's finalizer/gm) ?? [];
+  t.is(reports.length, 1, `reported once; stderr:\n${run.stderr}`);
+});
+
+/** Which addon file binding.js loads in a child process, and what it exports. */
+function loadedAddon(env) {
+  const script = `
+    import { createRequire } from 'node:module';
+    const esm = await import(${JSON.stringify(BINDING)});
+    const require = createRequire(${JSON.stringify(BINDING)});
+    const loaded = Object.keys(require.cache).filter((f) => f.endsWith('.node'));
+    console.log(JSON.stringify({ loaded, native: Object.keys(require(loaded[0])), esm: Object.keys(esm) }));`;
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, env, encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`loading binding.js failed: ${run.stderr}`);
+  return JSON.parse(run.stdout);
+}
+
+test('the shipped addon exports none of the test hooks that can disturb a pool; the testing addon exports them all', (t) => {
+  const env = { ...process.env };
+  delete env.NAPI_RS_NATIVE_LIBRARY_PATH;
+  const shipped = loadedAddon(env);
+  t.deepEqual(shipped.loaded, [`${ROOT}arraypool.linux-x64-gnu.node`]);
+  for (const name of GATED) {
+    t.false(shipped.native.includes(name), `the shipped addon exports ${name}`);
+    t.false(shipped.esm.includes(name), `the shipped binding.js lists ${name}`);
+  }
+  for (const name of DIAGNOSTICS) t.true(shipped.native.includes(name), name);
+
+  const testing = loadedAddon(process.env);
+  t.deepEqual(testing.loaded, [process.env.NAPI_RS_NATIVE_LIBRARY_PATH], 'the suite runs on the testing addon');
+  for (const name of [...GATED, ...DIAGNOSTICS]) t.true(testing.native.includes(name), name);
+});
