@@ -1,17 +1,23 @@
 #!/usr/bin/env node
 /**
- * `npx arraypool ls | stats <name> | gc [--dry-run]`: this user's pools, from
- * outside (inspecting never joins a pool): anonymous (memfd) pools found
+ * `npx arraypool ls | stats <name> | gc [--dry-run] [name...]`: this user's
+ * pools, from outside (inspecting never joins a pool, and never maps the
+ * segment: the core reads its header with pread, so a file truncated under
+ * us is a reported problem, not a SIGBUS): anonymous (memfd) pools found
  * through /proc, and named segments in /dev/shm.
  */
 import * as binding from '#binding';
 import { ArrayPoolError, native } from './errors.js';
 
 const USAGE = `usage: arraypool <command>
-  ls               list pools (anonymous and /dev/shm): size, used, processes (alive/dead)
-  stats <name>     one pool in detail
-  gc [--dry-run]   remove /dev/shm segments whose processes are all dead (never one with a
-                   live process); anonymous pools need none: the kernel frees them`;
+  ls                         list pools (anonymous and /dev/shm): size, used, processes (alive/dead)
+  stats <name>               one pool in detail
+  gc [--dry-run] [name...]   remove /dev/shm pools whose processes are all dead (all of this
+                             user's, or the names given); one line per segment says what was
+                             done or, with --dry-run, what would be. Never a pool with a live
+                             or joining process, a file that is not a pool, or one that is not
+                             this user's alone (owner, mode). Anonymous pools need none: the
+                             kernel frees them`;
 
 const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
@@ -49,25 +55,57 @@ function stats(name: string | undefined): number {
   return 0;
 }
 
-function gc(dryRun: boolean): number {
-  let removed = 0;
-  for (const name of native(() => binding.listSegments())) {
+/** The line `gc` prints for one segment: what it did, or would do, and why. */
+function gcLine(o: binding.GcEntry, dryRun: boolean): string {
+  const size = o.sizeBytes > 0 ? `, ${mib(o.sizeBytes)}` : '';
+  if (o.removable) {
+    const verb = dryRun ? 'would remove' : o.removed ? 'removed' : 'could not remove';
+    return `${verb} ${o.name} (${o.detail}${size})`;
+  }
+  switch (o.kind) {
+    case 'not-a-pool':
+      return `not a pool ${o.name} (${o.detail}): left alone`;
+    case 'foreign':
+      return `foreign owner or mode ${o.name} (${o.detail}): left alone`;
+    case 'being-created':
+      return `being created ${o.name} (${o.detail}): left alone`;
+    case 'gone':
+      return `gone ${o.name} (${o.detail})`;
+    default: // 'in-use', 'joining', 'anonymous'
+      return `keeps ${o.name} (${o.detail})`;
+  }
+}
+
+function gc(args: string[]): number {
+  const dryRun = args.includes('--dry-run');
+  const unknown = args.filter((a) => a.startsWith('-') && a !== '--dry-run');
+  if (unknown.length > 0) {
+    console.error(`arraypool gc: unknown option ${unknown.join(' ')}\n${USAGE}`);
+    return 2;
+  }
+  const given = args.filter((a) => !a.startsWith('-'));
+  const names = given.length > 0 ? given : native(() => binding.listSegments());
+  let removable = 0;
+  let failed = 0;
+  for (const name of names) {
     try {
-      const s = native(() => binding.inspectSegment(name));
-      if (s.anyAlive) continue;
-      if (!dryRun && !native(() => binding.removeIfAbandoned(name))) continue;
-      removed++;
-      console.log(`${dryRun ? 'would remove' : 'removed'} ${name} (${mib(s.sizeBytes)}, ${s.processes.length} dead processes)`);
+      const o = native(() => binding.gcSegment(name, dryRun));
+      console.log(gcLine(o, dryRun));
+      if (dryRun ? o.removable : o.removed) removable++;
     } catch (error) {
-      console.error(`${name}: ${error instanceof Error ? error.message : String(error)}`);
+      failed++;
+      const why = error instanceof ArrayPoolError ? `${error.code}: ${error.message}` : String(error);
+      console.error(`arraypool gc: ${name}: ${why}`);
     }
   }
-  console.log(`${removed} segment(s) ${dryRun ? 'to remove' : 'removed'}`);
-  const anonymous = native(() => binding.listAnonymousPools()).length;
-  if (anonymous > 0) {
-    console.log(`${anonymous} anonymous pool(s) in use: nothing to do, the kernel frees each with its last process`);
+  console.log(`${removable} segment(s) ${dryRun ? 'to remove' : 'removed'}`);
+  if (given.length === 0) {
+    const anonymous = native(() => binding.listAnonymousPools()).length;
+    if (anonymous > 0) {
+      console.log(`${anonymous} anonymous pool(s) in use: nothing to do, the kernel frees each with its last process`);
+    }
   }
-  return 0;
+  return failed > 0 ? 1 : 0;
 }
 
 function main(argv: string[]): number {
@@ -79,7 +117,7 @@ function main(argv: string[]): number {
       case 'stats':
         return stats(rest[0]);
       case 'gc':
-        return gc(rest.includes('--dry-run'));
+        return gc(rest);
       default:
         console.error(USAGE);
         return command === undefined || command === '--help' || command === '-h' ? 0 : 2;

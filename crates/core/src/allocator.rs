@@ -180,7 +180,7 @@ impl<'a> Heap<'a> {
 
     /// The data bytes of the used block at `offset`, checked against its size.
     pub fn data_len_of(&self, offset: u64) -> Result<u64> {
-        let size = self.size_of(offset)?;
+        let size = self.verified_size(offset)?;
         let data_len = self.block(offset)?.data_len.load(Relaxed);
         if data_len > size - BLOCK_HEADER_SIZE {
             return Err(corrupt(
@@ -390,7 +390,6 @@ impl<'a> Heap<'a> {
     /// the same reservation state. The caller sets the header of the first part.
     fn split(&self, offset: u64, size: u64, rest_flags: u64) -> Result<()> {
         let v = self.view;
-        let b = self.block(offset)?;
         let total = self.size_of(offset)?;
         if total < size || total - size < BLOCK_HEADER_SIZE {
             return Ok(());

@@ -212,7 +212,8 @@ impl Pool {
 
     /// Attaches to an existing segment by name, validating its header first.
     pub fn open(name: &str, options: PoolOptions) -> Result<Pool> {
-        let segment = Segment::open(name)?;
+        // gc join protocol (segment.rs): holds the gc lock shared until `claim_slot`.
+        let segment = Segment::open(name, options.lock_timeout)?;
         let len = segment.len();
         if len < std::mem::size_of::<SegmentHeader>() as u64 {
             return Err(PoolError::InvalidSegment {
@@ -235,21 +236,13 @@ impl Pool {
         options: PoolOptions,
         creator: bool,
     ) -> Result<Pool> {
-        // The creator already holds slot 0's liveness lock (`Segment::create`).
-        let mut slot = creator.then_some(0);
-        for k in 0..MAX_PROCESSES {
-            if slot.is_some() {
-                break;
-            }
-            if segment.try_lock_slot(k)? {
-                slot = Some(k as u32);
-            }
-        }
-        let slot = slot.ok_or(PoolError::TooManyProcesses { max: MAX_PROCESSES })?;
+        // The creator already holds slot 0's liveness lock (`Segment::create`);
+        // a joiner claims one under the gc join protocol (segment.rs).
+        let slot = if creator { 0 } else { segment.claim_slot()? };
         // A fresh epoch for this claim of the slot, before taking the lock:
         // from now on no waiter can mistake us for the slot's dead previous
         // owner (see `lock.rs`). Not journaled: an epoch must never repeat.
-        let epoch = view.header().processes[slot as usize]
+        let epoch = view.header().processes[slot as usize % MAX_PROCESSES]
             .claims
             .fetch_add(1, Relaxed)
             .wrapping_add(1);

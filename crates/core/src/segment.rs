@@ -8,18 +8,29 @@
 //! The kernel drops the lock when the process dies, however it dies, so
 //! "slot k's lock is free" means "its owner is gone"; unlike `kill(pid, 0)`
 //! this cannot be fooled by pid reuse, and it needs no extra files.
+//!
+//! Garbage collection of named pools: byte [`GC_LOCK_BYTE`] (just past the
+//! 64 slot bytes) is the *gc lock*. `arraypool gc` takes it exclusively
+//! before it looks at a segment and keeps it until it has marked the header
+//! [`DEAD_MAGIC`] and unlinked the name; a process joining a named pool
+//! holds it shared from `Segment::open` until it holds its slot lock
+//! (`Segment::claim_slot`). So gc either sees the joiner's slot lock or the
+//! joiner sees the dead magic: a joiner never ends up in a pool whose name
+//! gc removed.
 
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
 use nix::fcntl::{fallocate, fcntl, FallocateFlags, FcntlArg, OFlag};
 use nix::sys::mman::{shm_open, shm_unlink};
-use nix::sys::stat::{fstat, Mode};
+use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 
 use crate::error::{PoolError, Result};
+use crate::layout::MAX_PROCESSES;
 use crate::memfd::{self, Locator, MEMFD_PREFIX};
 
 /// What backs a pool's segment.
@@ -42,6 +53,19 @@ pub const NAME_PREFIX: &str = "arraypool-";
 pub const MAX_NAME_SUFFIX: usize = 48;
 /// Where POSIX shared memory lives on Linux.
 pub const SHM_DIR: &str = "/dev/shm";
+
+/// `b"ARRDEAD\0"` as a little-endian integer: the magic `arraypool gc`
+/// writes over [`crate::layout::MAGIC`] before it unlinks an abandoned
+/// pool, so a process that opened the file just before can no longer join
+/// it (and a gc interrupted before the unlink leaves a file the next gc
+/// knows it may remove).
+pub const DEAD_MAGIC: u64 = u64::from_le_bytes(*b"ARRDEAD\0");
+
+/// The byte of the segment fd whose OFD lock is the gc lock: exclusive for
+/// `arraypool gc`, shared for a process joining the pool (see the module
+/// comment). Past the slot bytes `0..MAX_PROCESSES`, so it never conflicts
+/// with a liveness lock.
+pub const GC_LOCK_BYTE: usize = MAX_PROCESSES;
 
 /// Checks a segment name and returns it without a leading `/`.
 /// Accepted: optional `/`, `arraypool-`, then 1..=48 of `[A-Za-z0-9_-]`;
@@ -158,15 +182,32 @@ impl Segment {
     }
 
     /// Opens an existing segment by locator (a name, or for an anonymous
-    /// pool `name@pid:fd,...`, see `memfd.rs`) and maps all of it.
-    pub fn open(locator: &str) -> Result<Segment> {
+    /// pool `name@pid:fd,...`, see `memfd.rs`) and maps all of it, to join
+    /// its pool: the caller must then call [`Segment::claim_slot`].
+    ///
+    /// A named segment is opened under the gc join protocol: this takes the
+    /// gc lock *shared* (waiting at most `join_wait` for a gc holding it;
+    /// never blocking, a hostile process could hold it forever) and keeps it
+    /// until `claim_slot`, so no gc can remove the pool in between. A
+    /// segment gc already marked dead or unlinked is `SegmentNotFound`.
+    pub fn open(locator: &str, join_wait: Duration) -> Result<Segment> {
         let (bare, fd, backing) = if memfd::is_memfd_name(locator) {
+            // Never garbage collected: the kernel frees it with its last holder.
             let locator = Locator::parse(locator)?;
             let fd = memfd::open_pool(&locator)?;
             (locator.name, fd, Backing::Memfd)
         } else {
             let bare = validate_name(locator)?;
-            (bare.to_string(), open_fd(bare)?, Backing::Shm)
+            let fd = open_fd(bare)?;
+            share_gc_lock(&fd, join_wait)?;
+            if removed_by_gc(&fd)? {
+                return Err(PoolError::SegmentNotFound {
+                    name: bare.to_string(),
+                });
+            }
+            #[cfg(feature = "testing")]
+            hooks::pause(&hooks::JOIN_PAUSE_US);
+            (bare.to_string(), fd, Backing::Shm)
         };
         let size = fd_size(&fd)?;
         if size == 0 {
@@ -183,6 +224,25 @@ impl Segment {
             map,
             backing,
         })
+    }
+
+    /// Claims the first free process slot (takes its liveness lock) for a
+    /// process joining the pool, then gives up the shared gc lock that
+    /// [`Segment::open`] took: from then on gc sees this process alive. The
+    /// gc lock is given up also when no slot is free (`TooManyProcesses`).
+    pub fn claim_slot(&self) -> Result<u32> {
+        let claimed = (0..MAX_PROCESSES).find_map(|k| match self.try_lock_slot(k) {
+            Ok(true) => Some(Ok(k as u32)),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        });
+        if self.backing == Backing::Shm {
+            let unlock = slot_flock(GC_LOCK_BYTE, libc::F_UNLCK);
+            // Unlocking a range we hold cannot fail on a valid fd; if it
+            // did, the fd's close drops the lock anyway.
+            let _ = fcntl(self.fd.as_fd(), FcntlArg::F_OFD_SETLK(&unlock));
+        }
+        claimed.unwrap_or(Err(PoolError::TooManyProcesses { max: MAX_PROCESSES }))
     }
 
     /// Removes the name from `/dev/shm`; mappings stay valid. An anonymous
@@ -294,7 +354,11 @@ fn lock_slot(fd: &OwnedFd, slot: usize) -> Result<()> {
 }
 
 /// Opens a segment's fd (read-write) without mapping it: by name in
-/// /dev/shm, or an anonymous pool through a process holding it.
+/// /dev/shm, or an anonymous pool through a process holding it. This is
+/// the CLI's way in (`inspect`): a named segment goes through [`open_fd`],
+/// so a file that is not ours (owner, mode, not a regular file, a symbolic
+/// link) is refused before anything in it is read; an anonymous one was
+/// checked by `memfd::open_pool` (link, owner, seals, pool id).
 pub(crate) fn open_any_fd(name: &str) -> Result<(String, OwnedFd)> {
     if memfd::is_memfd_name(name) {
         let locator = Locator::parse(name)?;
@@ -305,9 +369,18 @@ pub(crate) fn open_any_fd(name: &str) -> Result<(String, OwnedFd)> {
     Ok((bare.to_string(), open_fd(bare)?))
 }
 
-/// Opens a /dev/shm segment's fd (read-write) without mapping it.
+/// Opens a /dev/shm segment's fd (read-write) without mapping it, and
+/// refuses it unless it is ours ([`ownership`]).
 pub(crate) fn open_fd(bare_name: &str) -> Result<OwnedFd> {
-    let fd = shm_open(
+    let fd = open_fd_unchecked(bare_name)?;
+    refuse_foreign(&fd)?;
+    Ok(fd)
+}
+
+/// `shm_open(O_RDWR | O_NOFOLLOW)`: nothing is checked yet (gc reports
+/// what it finds instead of failing).
+pub(crate) fn open_fd_unchecked(bare_name: &str) -> Result<OwnedFd> {
+    shm_open(
         shm_path(bare_name).as_str(),
         OFlag::O_RDWR | OFlag::O_NOFOLLOW,
         Mode::empty(),
@@ -317,9 +390,32 @@ pub(crate) fn open_fd(bare_name: &str) -> Result<OwnedFd> {
             name: bare_name.to_string(),
         },
         other => PoolError::os("shm_open", other),
-    })?;
-    refuse_foreign(&fd)?;
-    Ok(fd)
+    })
+}
+
+/// Whose a named segment is, from `fstat` of the fd we hold.
+pub(crate) enum Ownership {
+    /// A regular file owned by the effective uid, no group or other bits.
+    Ours,
+    /// Another uid's, or open to group or others.
+    Foreign(String),
+    /// Not a regular file (a device, a FIFO, a socket...).
+    NotRegular(String),
+}
+
+pub(crate) fn ownership(st: &FileStat) -> Ownership {
+    let euid = nix::unistd::geteuid().as_raw();
+    let mode = st.st_mode & 0o777;
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Ownership::NotRegular(format!("not a regular file (mode {:o})", st.st_mode));
+    }
+    if st.st_uid != euid || mode & 0o077 != 0 {
+        return Ownership::Foreign(format!(
+            "owned by uid {} with mode {mode:03o}; a pool must be owned by uid {euid} with no group or other access",
+            st.st_uid
+        ));
+    }
+    Ownership::Ours
 }
 
 /// A named segment is ours only if our effective uid owns it and nobody
@@ -327,17 +423,116 @@ pub(crate) fn open_fd(bare_name: &str) -> Result<OwnedFd> {
 /// another user (or opened up by anyone) is refused before it is read.
 fn refuse_foreign(fd: &OwnedFd) -> Result<()> {
     let st = fstat(fd).map_err(|e| PoolError::os("fstat", e))?;
-    let euid = nix::unistd::geteuid().as_raw();
-    let mode = st.st_mode & 0o777;
-    if st.st_uid != euid || mode & 0o077 != 0 {
-        return Err(PoolError::InvalidSegment {
-            reason: format!(
-                "refused: owned by uid {} with mode {mode:03o}; a pool must be owned by uid {euid} with no group or other access",
-                st.st_uid
-            ),
-        });
+    match ownership(&st) {
+        Ownership::Ours => Ok(()),
+        Ownership::Foreign(why) | Ownership::NotRegular(why) => Err(PoolError::InvalidSegment {
+            reason: format!("refused: {why}"),
+        }),
     }
-    Ok(())
+}
+
+/// Takes the gc lock shared for a joiner, retrying while a gc holds it
+/// exclusively (for well under a millisecond normally), at most `wait`.
+fn share_gc_lock(fd: &OwnedFd, wait: Duration) -> Result<()> {
+    let lock = slot_flock(GC_LOCK_BYTE, libc::F_RDLCK);
+    let started = Instant::now();
+    let mut sleep = Duration::from_micros(50);
+    loop {
+        match fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock)) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EAGAIN) | Err(Errno::EACCES) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(PoolError::os("fcntl(F_OFD_SETLK) on the gc lock", e)),
+        }
+        let waited = started.elapsed();
+        if waited >= wait {
+            // The "owner" is the gc lock's byte, past the process table.
+            return Err(PoolError::LockTimeout {
+                owner_slot: GC_LOCK_BYTE as u32,
+                waited_ms: waited.as_millis() as u64,
+            });
+        }
+        std::thread::sleep(sleep.min(wait.saturating_sub(waited)));
+        sleep = (sleep * 2).min(Duration::from_millis(1));
+    }
+}
+
+/// Whether gc removed the segment behind `fd` (it wrote the dead magic,
+/// and maybe unlinked the name), or the name is gone (its creator closed
+/// it): a joiner must not join either.
+fn removed_by_gc(fd: &OwnedFd) -> Result<bool> {
+    let st = fstat(fd).map_err(|e| PoolError::os("fstat", e))?;
+    let mut magic = [0u8; 8];
+    let read = read_at(fd, &mut magic, 0)?;
+    Ok(st.st_nlink == 0 || (read == 8 && u64::from_le_bytes(magic) == DEAD_MAGIC))
+}
+
+/// Takes the gc lock exclusively without waiting; `false` if anyone holds
+/// it (a process joining, or another gc).
+pub(crate) fn try_lock_gc(fd: &OwnedFd) -> Result<bool> {
+    let lock = slot_flock(GC_LOCK_BYTE, libc::F_WRLCK);
+    match fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock)) {
+        Ok(_) => Ok(true),
+        Err(Errno::EAGAIN) | Err(Errno::EACCES) => Ok(false),
+        Err(e) => Err(PoolError::os("fcntl(F_OFD_SETLK) on the gc lock", e)),
+    }
+}
+
+/// Whether another open file description holds the gc lock (shared or
+/// exclusive), without taking it (`gc --dry-run`, `ls`).
+pub(crate) fn gc_lock_held(fd: &OwnedFd) -> bool {
+    probe_slot(fd, GC_LOCK_BYTE)
+}
+
+/// Writes [`DEAD_MAGIC`] over the header's magic: nobody can join the
+/// segment any more. The caller holds the gc lock exclusively.
+pub(crate) fn mark_dead(fd: &OwnedFd) -> Result<()> {
+    let bytes = DEAD_MAGIC.to_le_bytes();
+    loop {
+        match nix::sys::uio::pwrite(fd, &bytes, 0) {
+            Ok(8) => return Ok(()),
+            Ok(_) => return Err(PoolError::os("pwrite (dead magic)", Errno::EIO)),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(PoolError::os("pwrite (dead magic)", e)),
+        }
+    }
+}
+
+/// Unlinks `/dev/shm/<bare_name>` only if that name still refers to the
+/// file behind `fd`: if it was removed and created anew since we opened
+/// it, the new file is left alone. `false` when the name was not ours to
+/// remove (gone, or another file now).
+pub(crate) fn unlink_if_same(bare_name: &str, fd: &OwnedFd) -> Result<bool> {
+    let held = fstat(fd).map_err(|e| PoolError::os("fstat", e))?;
+    let path = format!("{SHM_DIR}/{bare_name}");
+    match nix::sys::stat::lstat(path.as_str()) {
+        Ok(st) if st.st_dev == held.st_dev && st.st_ino == held.st_ino => {}
+        Ok(_) | Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(PoolError::os("lstat", e)),
+    }
+    match shm_unlink(shm_path(bare_name).as_str()) {
+        Ok(()) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(PoolError::os("shm_unlink", e)),
+    }
+}
+
+/// `pread` until `buf` is full or the file ends; returns the bytes read.
+/// Reading never maps the file, so a file truncated under the reader is a
+/// short read, never a SIGBUS.
+pub(crate) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| PoolError::os("pread", Errno::EOVERFLOW))?;
+        match nix::sys::uio::pread(fd, &mut buf[done..], at) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(PoolError::os("pread", e)),
+        }
+    }
+    Ok(done)
 }
 
 pub(crate) fn fd_size(fd: &OwnedFd) -> Result<u64> {
@@ -367,6 +562,35 @@ pub fn list_segments() -> Result<Vec<String>> {
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// Test-only pauses that widen the windows of the gc join protocol, so a
+/// race test meets every interleaving (the `testing` feature only).
+#[cfg(feature = "testing")]
+pub mod hooks {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    pub(crate) static JOIN_PAUSE_US: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static GC_PAUSE_US: AtomicU64 = AtomicU64::new(0);
+
+    /// A joiner of a named pool sleeps `us` µs while holding the gc lock
+    /// shared (between `Segment::open` and `claim_slot`).
+    pub fn pause_while_joining(us: u64) {
+        JOIN_PAUSE_US.store(us, Relaxed);
+    }
+
+    /// gc sleeps `us` µs holding the gc lock exclusively, after it found
+    /// the pool abandoned and before it marks it dead and unlinks it.
+    pub fn pause_before_removing(us: u64) {
+        GC_PAUSE_US.store(us, Relaxed);
+    }
+
+    pub(crate) fn pause(us: &AtomicU64) {
+        let us = us.load(Relaxed);
+        if us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(us));
+        }
+    }
 }
 
 fn slot_flock(slot: usize, kind: libc::c_int) -> libc::flock {
@@ -432,7 +656,7 @@ mod tests {
 
     #[test]
     fn missing_segment_is_not_found() {
-        let e = Segment::open("arraypool-doesnotexist0123")
+        let e = Segment::open("arraypool-doesnotexist0123", Duration::from_secs(1))
             .err()
             .map(|e| e.code());
         assert_eq!(e, Some("ERR_SEGMENT_NOT_FOUND"));
@@ -447,7 +671,8 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert!(Segment::create(&name, 1 << 20, Backing::Shm).is_err());
         assert!(seg.try_lock_slot(3).expect("lock"));
-        let other = Segment::open(&name).expect("open");
+        let other = Segment::open(&name, Duration::from_secs(1)).expect("open");
+        assert_eq!(other.claim_slot().ok(), Some(1), "slot 0 is the creator's");
         assert!(other.slot_alive(3));
         assert!(!other.try_lock_slot(3).expect("probe"));
         assert!(!other.slot_alive(4));

@@ -80,8 +80,40 @@ pub fn inspect_segment(name: String) -> Result<SegmentEntry, Code> {
     })
 }
 
-/// Unlinks the segment if no live process holds it; returns whether it did.
+/// Unlinks the segment if it is an abandoned pool of ours (no live or
+/// joining process); returns whether it did.
 #[napi]
 pub fn remove_if_abandoned(name: String) -> Result<bool, Code> {
     arraypool_core::remove_if_abandoned(&name).map_err(from_pool)
+}
+
+#[napi(object)]
+pub struct GcEntry {
+    pub name: String,
+    /// gc removes it (or, in a dry run, would).
+    pub removable: bool,
+    /// It was removed (never in a dry run).
+    pub removed: bool,
+    /// 'abandoned' | 'dead' | 'never-sized' (removable), 'in-use' |
+    /// 'joining' | 'being-created' | 'not-a-pool' | 'foreign' | 'gone' |
+    /// 'anonymous' (kept).
+    pub kind: String,
+    /// Why, in words.
+    pub detail: String,
+    pub size_bytes: f64,
+}
+
+/// Garbage-collects one segment (`arraypool gc`): removes it if it is an
+/// abandoned pool of ours; with `dry_run`, only says what it would do.
+#[napi]
+pub fn gc_segment(name: String, dry_run: bool) -> Result<GcEntry, Code> {
+    let o = arraypool_core::inspect::gc_segment(&name, dry_run).map_err(from_pool)?;
+    Ok(GcEntry {
+        name: o.name,
+        removable: o.verdict.removable(),
+        removed: o.removed,
+        kind: o.verdict.kind().to_string(),
+        detail: o.verdict.to_string(),
+        size_bytes: o.size_bytes as f64,
+    })
 }
