@@ -153,8 +153,10 @@ test.serial('named pool, owner SIGKILLed: attached children keep working; gc rem
     t.is(stats.liveBlocks >= 3, true, 'the attached child keeps allocating');
     const ls = execFileSync(process.execPath, [CLI, 'ls'], { encoding: 'utf8' });
     t.regex(ls, new RegExp(`${name}.*1 alive / 1 dead.*in use`));
-    const gc1 = execFileSync(process.execPath, [CLI, 'gc'], { encoding: 'utf8' });
-    t.false(gc1.includes(name), 'never removes a segment with a live process');
+    // gc is given this test's name only: other specs' pools are not ours to remove.
+    const gc1 = execFileSync(process.execPath, [CLI, 'gc', name], { encoding: 'utf8' });
+    t.false(gc1.includes(`removed ${name}`), 'never removes a segment with a live process');
+    t.true(gc1.includes(`keeps ${name}`), gc1);
     t.true(existsSync(`/dev/shm/${name}`));
     const info = JSON.parse(execFileSync(process.execPath, [CLI, 'stats', name], { encoding: 'utf8' }));
     t.is(info.name, name);
@@ -163,7 +165,7 @@ test.serial('named pool, owner SIGKILLed: attached children keep working; gc rem
     await attached.stop(); // leaves cleanly; it is not the creator, so it does not unlink
   }
   t.true(existsSync(`/dev/shm/${name}`));
-  const gc2 = execFileSync(process.execPath, [CLI, 'gc'], { encoding: 'utf8' });
+  const gc2 = execFileSync(process.execPath, [CLI, 'gc', name], { encoding: 'utf8' });
   t.true(gc2.includes(`removed ${name}`), gc2);
   t.false(existsSync(`/dev/shm/${name}`));
 });

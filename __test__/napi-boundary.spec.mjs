@@ -12,7 +12,7 @@ const BINDING = new URL('../binding.js', import.meta.url).href;
 const PANICS = fileURLToPath(new URL('./fixtures/panics.mjs', import.meta.url));
 
 /** Exports only the testing addon may have: they can disturb a pool. */
-const GATED = ['testPanic', 'testPanicInRelease', 'testPauseInsideAllocation', 'testSwallowedPanics'];
+const GATED = ['testPanic', 'testPanicInRelease', 'testPauseInsideAllocation', 'testPauseInsideAllocationWhile', 'testSwallowedPanics'];
 /** Read-only diagnostics, in both addons (see crates/node/src/lib.rs). */
 const DIAGNOSTICS = ['testExternalMemory', 'testLockOwner'];
 

@@ -86,6 +86,9 @@ export function parseSize(size: number | string): number {
   throw new ArrayPoolError('ERR_INVALID_ARG', `invalid pool size ${JSON.stringify(size)}: use bytes or e.g. '512M', '4G'`);
 }
 
+/** How often queued releases are retried (see `Pool`). */
+const QUEUED_RELEASE_RETRY_MS = 100;
+
 export class Pool {
   /** The pool's name: `arraypool-memfd-<id>` (anonymous) or its /dev/shm name. Handles carry it. */
   readonly name: string;
@@ -94,12 +97,27 @@ export class Pool {
   /** @internal */
   readonly id: number;
   #closed = false;
+  /**
+   * Releases never wait for the pool lock (a stopped or slow holder must not
+   * stall the event loop): one that finds it busy is queued natively and
+   * done by the next operation, or by this timer. Unref'd; the native call
+   * returns at once when nothing is queued.
+   */
+  readonly #flushTimer: ReturnType<typeof setInterval>;
 
   /** @internal */
   constructor(id: number) {
     this.id = id;
     this.name = native(() => binding.poolName(id));
     this.backing = native(() => binding.poolBacking(id)) as Backing;
+    this.#flushTimer = setInterval(() => {
+      try {
+        binding.flushReleases(id);
+      } catch {
+        // A pool closed natively meanwhile: nothing left to flush here.
+      }
+    }, QUEUED_RELEASE_RETRY_MS);
+    this.#flushTimer.unref();
   }
 
   /** Whether this process created the pool (for `'shm'`: unlinks its name on close or exit). */
@@ -148,6 +166,7 @@ export class Pool {
     const created = this.isCreator;
     native(() => binding.closePool(this.id));
     this.#closed = true;
+    clearInterval(this.#flushTimer);
     pools.delete(this.name);
     poolsById.delete(this.id);
     if (defaultPool === this) {

@@ -417,6 +417,20 @@ pub fn reap(pool_id: u32) -> Result<ReapResult, Code> {
     })
 }
 
+/// Does this process's queued releases (releases that found the pool lock
+/// busy, see core `release.rs`) if the lock is free at once; never waits.
+/// Returns how many are still queued. The TS side calls it from a timer.
+#[napi(catch_unwind)]
+pub fn flush_releases(pool_id: u32) -> Result<u32, Code> {
+    guard(|| Ok(any_pool(pool_id)?.flush_releases() as u32))
+}
+
+/// Releases of this process waiting for a busy pool lock.
+#[napi(catch_unwind)]
+pub fn queued_releases(pool_id: u32) -> Result<u32, Code> {
+    guard(|| Ok(any_pool(pool_id)?.queued_releases() as u32))
+}
+
 /// One JS environment stops using the pool. When the last environment that
 /// opened it has closed it, the process's attachment closes: the name is
 /// unlinked now if this process created the pool, new work is refused, and
@@ -475,6 +489,18 @@ pub fn shutdown() -> Result<(), Code> {
 pub fn test_pause_inside_allocation(ms: f64) -> Result<(), Code> {
     guard(|| {
         arraypool_core::testing::pause_inside_allocation(to_u64(ms, "ms", "ERR_INVALID_ARG")?);
+        Ok(())
+    })
+}
+
+/// Test-only: the next allocations of this process wait inside the pool
+/// lock for as long as the file `path` exists (null turns it off), so a
+/// test decides when the lock is let go without any timing.
+#[cfg(feature = "testing")]
+#[napi(catch_unwind)]
+pub fn test_pause_inside_allocation_while(path: Option<String>) -> Result<(), Code> {
+    guard(|| {
+        arraypool_core::testing::pause_inside_allocation_while_exists(path.map(Into::into));
         Ok(())
     })
 }
