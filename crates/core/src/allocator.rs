@@ -66,8 +66,31 @@ pub(crate) struct Heap<'a> {
     reserved: std::cell::Cell<u64>,
 }
 
+#[cold]
+#[inline(never)]
 fn corrupt(field: &'static str, detail: String) -> PoolError {
     PoolError::corrupt(field, detail)
+}
+
+#[cold]
+#[inline(never)]
+fn not_a_block_position(heap: &Heap, offset: u64) -> PoolError {
+    corrupt(
+        "block offset",
+        format!(
+            "{offset} is not a block position in the heap [{}, {})",
+            heap.start, heap.end
+        ),
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn impossible_size(offset: u64, size: u64) -> PoolError {
+    corrupt(
+        "block size",
+        format!("block at {offset} has an impossible size {size}"),
+    )
 }
 
 impl<'a> Heap<'a> {
@@ -98,10 +121,12 @@ impl<'a> Heap<'a> {
     }
 
     /// Whether heap bytes up to `end` were reserved (see `reserved_until`).
+    #[inline]
     fn below_reserved(&self, end: u64) -> bool {
         end <= self.reserved.get() || end <= self.reserved_until()
     }
 
+    #[inline]
     fn bitmap_word(&self, offset: u64) -> Result<(&'a AtomicU64, u64)> {
         let unit = offset / BLOCK_ALIGN;
         let word_offset = self.bitmap_offset + (unit / 64) * 8;
@@ -116,6 +141,7 @@ impl<'a> Heap<'a> {
 
     /// Whether `offset` is where a block starts. Offsets outside the used
     /// heap or not 64-aligned are never block starts.
+    #[inline]
     pub fn is_block_start(&self, offset: u64) -> Result<bool> {
         if !offset.is_multiple_of(BLOCK_ALIGN)
             || offset < self.start
@@ -136,36 +162,27 @@ impl<'a> Heap<'a> {
 
     /// The header at `offset`, which must lie inside the used heap (the
     /// caller knows a block starts there, or checks `is_block_start`).
+    #[inline]
     pub fn block(&self, offset: u64) -> Result<&'a BlockHeader> {
         let in_heap = offset.is_multiple_of(BLOCK_ALIGN)
             && offset >= self.start
             && self.below_reserved(offset.saturating_add(BLOCK_HEADER_SIZE));
-        in_heap
-            .then(|| self.view.block(offset))
-            .flatten()
-            .ok_or_else(|| {
-                corrupt(
-                    "block offset",
-                    format!(
-                        "{offset} is not a block position in the heap [{}, {})",
-                        self.start, self.end
-                    ),
-                )
-            })
+        match in_heap.then(|| self.view.block(offset)).flatten() {
+            Some(b) => Ok(b),
+            None => Err(not_a_block_position(self, offset)),
+        }
     }
 
     /// The block's size, checked: a multiple of 64, at least a header, and
     /// inside the heap.
+    #[inline]
     pub fn size_of(&self, offset: u64) -> Result<u64> {
         let size = self.block(offset)?.size.load(Relaxed);
         let fits = offset
             .checked_add(size)
             .is_some_and(|block_end| block_end <= self.end);
         if size < BLOCK_HEADER_SIZE || !size.is_multiple_of(BLOCK_ALIGN) || !fits {
-            return Err(corrupt(
-                "block size",
-                format!("block at {offset} has an impossible size {size}"),
-            ));
+            return Err(impossible_size(offset, size));
         }
         Ok(size)
     }

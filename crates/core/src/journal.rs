@@ -16,8 +16,18 @@ use crate::error::{PoolError, Result};
 use crate::layout::JOURNAL_CAPACITY;
 use crate::view::SegmentView;
 
+#[cold]
+#[inline(never)]
+fn journal_overflow(n: u64) -> PoolError {
+    PoolError::corrupt(
+        "journal_len",
+        format!("{n} entries: a transaction larger than the journal's {JOURNAL_CAPACITY}"),
+    )
+}
+
 impl SegmentView {
     /// Journaled write; only while holding the pool lock.
+    #[inline]
     pub fn set(&self, field: &AtomicU64, value: u64) -> Result<()> {
         let old = field.load(Ordering::Relaxed);
         if old == value {
@@ -28,14 +38,7 @@ impl SegmentView {
         let entry = usize::try_from(n)
             .ok()
             .and_then(|n| header.journal.get(n))
-            .ok_or_else(|| {
-                PoolError::corrupt(
-                    "journal_len",
-                    format!(
-                        "{n} entries: a transaction larger than the journal's {JOURNAL_CAPACITY}"
-                    ),
-                )
-            })?;
+            .ok_or_else(|| journal_overflow(n))?;
         entry.offset.store(self.offset_of(field), Ordering::Relaxed);
         entry.old_value.store(old, Ordering::Relaxed);
         header.journal_len.store(n + 1, Ordering::Release);

@@ -65,9 +65,10 @@ impl Pool {
                 let slot = held.trailing_zeros();
                 held &= held - 1;
                 report.references += 1;
+                let b = refs::used_block(heap, offset)?;
                 // A releaser that died may have punched the pages already.
-                let was_releasing = heap.block(offset)?.tag.load(Relaxed) & FLAG_RELEASING != 0;
-                if refs::drop_holder(heap, offset, slot, true)? == Dropped::Free {
+                let was_releasing = b.tag.load(Relaxed) & FLAG_RELEASING != 0;
+                if refs::drop_holder(heap, b, slot, true)? == Dropped::Free {
                     let size = heap.verified_size(offset)?;
                     let punched =
                         size >= self.options.punch_threshold && self.punch_block(offset, size);

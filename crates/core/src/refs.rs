@@ -68,17 +68,17 @@ pub fn add_holder(heap: &Heap, offset: u64, slot: u32, transferred: bool) -> Res
     v.add(&process_slot(heap, slot).held_blocks, 1)
 }
 
-/// Removes `slot` as a holder and says what the block's fate is; does not
+/// Removes `slot` as a holder of the used block `b` (checked by the caller
+/// with `used_block`) and says what the block's fate is; does not
 /// free it (the caller frees, possibly after returning its pages).
 /// `holder_died`: the slot's process died still holding the block, so it
 /// never handed the block over; nobody else holding it means it is freed
 /// even if it was never transferred (a handle still in transit then gets a
 /// clean `StaleHandle`). Blocks a process had already dropped before dying
 /// carry no bit of it and stay in flight for their receiver.
-pub fn drop_holder(heap: &Heap, offset: u64, slot: u32, holder_died: bool) -> Result<Dropped> {
+pub fn drop_holder(heap: &Heap, b: &BlockHeader, slot: u32, holder_died: bool) -> Result<Dropped> {
     let v = heap.view;
     let h = v.header();
-    let b = used_block(heap, offset)?;
     let holders = b.holders.load(Relaxed) & !slot_bit(slot);
     v.set(&b.holders, holders)?;
     v.sub(&process_slot(heap, slot).held_blocks, 1)?;
@@ -98,7 +98,8 @@ pub fn drop_holder(heap: &Heap, offset: u64, slot: u32, holder_died: bool) -> Re
 pub fn free_block(heap: &Heap, offset: u64, unreserved: bool) -> Result<()> {
     let v = heap.view;
     let h = v.header();
-    let size = heap.verified_size(offset)?;
+    // `free` confirms the size through the neighbours before it writes.
+    let size = heap.size_of(offset)?;
     v.sub(&h.used_bytes, size)?;
     v.sub(&h.live_blocks, 1)?;
     heap.free(offset, unreserved)?;

@@ -92,7 +92,8 @@ impl Pool {
                 format!("the block at {offset} this process holds changed generation"),
             ));
         }
-        let size = heap.verified_size(offset)?;
+        // Confirmed by its neighbour in `used_block`.
+        let size = heap.size_of(offset)?;
         let others = b.holders.load(Relaxed) & !refs::slot_bit(self.slot);
         let tag = b.tag.load(Relaxed);
         let will_free =
@@ -103,7 +104,7 @@ impl Pool {
             self.view.set(&b.tag, tag | FLAG_RELEASING)?;
             return Ok(Step::PunchThenFree { size });
         }
-        if refs::drop_holder(heap, offset, self.slot, false)? == Dropped::Free {
+        if refs::drop_holder(heap, b, self.slot, false)? == Dropped::Free {
             refs::free_block(heap, offset, false)?;
         }
         Ok(Step::Done)
@@ -123,7 +124,7 @@ impl Pool {
                 format!("the block at {offset} being released changed generation"),
             ));
         }
-        if refs::drop_holder(heap, offset, self.slot, false)? == Dropped::Free {
+        if refs::drop_holder(heap, b, self.slot, false)? == Dropped::Free {
             refs::free_block(heap, offset, punched)?;
         }
         Ok(())

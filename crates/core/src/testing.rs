@@ -18,11 +18,15 @@ pub fn pause_inside_allocation(ms: u64) {
 
 static PAUSE_WHILE_EXISTS: std::sync::Mutex<Option<std::path::PathBuf>> =
     std::sync::Mutex::new(None);
+/// Whether `PAUSE_WHILE_EXISTS` is set: checked first, so the hook costs
+/// one load when off (benchmarks run with the testing feature too).
+static PAUSE_WHILE_SET: AtomicBool = AtomicBool::new(false);
 
 /// Makes the next allocations in this process wait inside their critical
 /// section for as long as `path` exists (so another process decides when
 /// the lock is let go, with no timing involved); None turns it off.
 pub fn pause_inside_allocation_while_exists(path: Option<std::path::PathBuf>) {
+    PAUSE_WHILE_SET.store(path.is_some(), Relaxed);
     *PAUSE_WHILE_EXISTS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = path;
@@ -32,6 +36,9 @@ pub(crate) fn pause_inside_allocation_point() {
     let pause = PAUSE_IN_ALLOCATION_MS.load(Relaxed);
     if pause > 0 {
         std::thread::sleep(Duration::from_millis(pause));
+    }
+    if !PAUSE_WHILE_SET.load(Relaxed) {
+        return;
     }
     let path = PAUSE_WHILE_EXISTS
         .lock()
