@@ -407,7 +407,7 @@ impl<'a> Heap<'a> {
     /// the same reservation state. The caller sets the header of the first part.
     fn split(&self, offset: u64, size: u64, rest_flags: u64) -> Result<()> {
         let v = self.view;
-        let total = self.size_of(offset)?;
+        let total = self.verified_size(offset)?;
         if total < size || total - size < BLOCK_HEADER_SIZE {
             return Ok(());
         }
@@ -416,7 +416,7 @@ impl<'a> Heap<'a> {
         let mut rest_size = total - size;
         if let Some(after) = after {
             if self.block(after)?.tag.load(Relaxed) == TAG_FREE | rest_flags {
-                let after_size = self.size_of(after)?;
+                let after_size = self.verified_size(after)?;
                 self.remove_free(after)?;
                 rest_size += after_size;
                 self.mark_block_start(after, false)?;
@@ -442,12 +442,17 @@ impl<'a> Heap<'a> {
 
     /// Visits every block in physical order, checking that the blocks tile
     /// the heap. Bounded: each step moves forward by at least one header.
-    pub fn walk(&self, mut visit: impl FnMut(u64, &BlockHeader) -> Result<()>) -> Result<()> {
+    pub fn walk(&self, mut visit: impl FnMut(u64, &BlockHeader, u64) -> Result<()>) -> Result<()> {
         let mut offset = self.start;
         let mut prev = NONE;
         while offset < self.end {
             let b = self.block(offset)?;
             let size = self.size_of(offset)?;
+            if offset + size == self.end {
+                // Else a size scribbled to reach the end would hide the
+                // blocks after it from reaping.
+                self.check_is_last(offset, size)?;
+            }
             if b.prev_phys.load(Relaxed) != prev {
                 return Err(corrupt(
                     "prev_phys",
@@ -457,7 +462,7 @@ impl<'a> Heap<'a> {
                     ),
                 ));
             }
-            visit(offset, b)?;
+            visit(offset, b, size)?;
             prev = offset;
             offset += size;
         }
@@ -532,7 +537,7 @@ impl BlockAllocator for Heap<'_> {
     /// the allocation.
     fn take(&self, offset: u64, size: u64, reserved_len: u64) -> Result<u64> {
         let b = self.block(offset)?;
-        let total = self.size_of(offset)?;
+        let total = self.verified_size(offset)?;
         if total < size {
             return Err(corrupt(
                 "block size",
@@ -584,7 +589,7 @@ impl BlockAllocator for Heap<'_> {
         let mut start = offset;
         if let Some(next) = next {
             if same_state(next)? {
-                let next_size = self.size_of(next)?;
+                let next_size = self.verified_size(next)?;
                 self.remove_free(next)?;
                 size += next_size;
                 self.mark_block_start(next, false)?;
@@ -746,6 +751,38 @@ mod tests {
         });
     }
 
+    /// The review's two aliasing routes: a free block's size grown over
+    /// its live neighbour (still in the same size class) must be refused
+    /// both by an exact-fit allocation (no split, so no split-time check)
+    /// and by a free that would merge with it.
+    #[test]
+    fn a_free_size_grown_over_a_live_neighbour_is_refused_on_exact_fit_and_merge() {
+        for route in ["exact fit", "merge"] {
+            with_heap(|heap| {
+                let a = allocate(heap, 4096 - 64).unwrap();
+                let b = allocate(heap, 4096 - 64).unwrap();
+                let c = allocate(heap, 128 - 64).unwrap();
+                let _d = allocate(heap, 4096 - 64).unwrap();
+                free(heap, b).unwrap();
+                assert_eq!(heap.size_of(c).unwrap(), 128);
+                heap.block(b).unwrap().size.store(4096 + 128, Relaxed);
+                assert_eq!(size_class(4096), size_class(4096 + 128), "still its class");
+                let outcome = match route {
+                    "exact fit" => allocate(heap, 4096 + 128 - 64).map(|_| ()),
+                    _ => free(heap, a),
+                };
+                let err = outcome.expect_err(route);
+                assert_eq!(err.code(), "ERR_CORRUPT_SEGMENT", "{route}: {err}");
+                heap.view.rollback();
+                assert_eq!(
+                    heap.block(c).unwrap().tag.load(Relaxed),
+                    TAG_USED,
+                    "{route}"
+                );
+            });
+        }
+    }
+
     #[test]
     fn corrupt_links_heads_and_bitmaps_are_errors() {
         type Scribble = fn(&Heap, u64);
@@ -798,10 +835,10 @@ mod tests {
         with_heap(|heap| {
             let a = allocate(heap, 1000).unwrap();
             heap.block(a).unwrap().size.store(0, Relaxed);
-            assert!(heap.walk(|_, _| Ok(())).is_err());
+            assert!(heap.walk(|_, _, _| Ok(())).is_err());
             assert!(check(heap).violation.is_some());
             heap.block(a).unwrap().size.store(u64::MAX - 63, Relaxed);
-            assert!(heap.walk(|_, _| Ok(())).is_err());
+            assert!(heap.walk(|_, _, _| Ok(())).is_err());
             assert!(heap.data_len_of(a).is_err());
         });
     }

@@ -48,13 +48,12 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
     let mut prev_free_flags: Option<u64> = None;
     let mut violation: Option<String> = None;
     let mut last_offset = NONE;
-    let walked = heap.walk(|offset, b| {
+    let walked = heap.walk(|offset, b, size| {
         last_offset = offset;
         if violation.is_some() {
             return Ok(());
         }
         report.blocks += 1;
-        let size = b.size.load(Relaxed);
         let tag = b.tag.load(Relaxed);
         if !heap.is_block_start(offset)? {
             violation = Some(format!(

@@ -116,6 +116,11 @@ pub struct Pool {
     /// Releases waiting for the segment lock (see `release.rs`).
     pub(crate) queued: Mutex<Vec<QueuedRelease>>,
     pub(crate) queued_count: AtomicUsize,
+    /// Releases that found `state` busy (another thread of this process
+    /// inside an operation, possibly waiting for the segment lock): their
+    /// local decrement is applied by whoever takes `state` next.
+    deferred: Mutex<Vec<(u64, u64)>>,
+    deferred_count: AtomicUsize,
     /// Queued releases the segment refused (corrupt): their records stay
     /// until this process leaves, and then its slot is left to be reaped.
     pub(crate) release_failures: AtomicUsize,
@@ -258,12 +263,14 @@ impl Pool {
             closed: AtomicBool::new(false),
             queued: Mutex::new(Vec::new()),
             queued_count: AtomicUsize::new(0),
+            deferred: Mutex::new(Vec::new()),
+            deferred_count: AtomicUsize::new(0),
             release_failures: AtomicUsize::new(0),
             last_sweep_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             allocations: AtomicU64::new(0),
         };
-        pool.critical_section(pool.wait(), |heap| {
+        let registered = pool.critical_section(pool.wait(), |heap| {
             let entry = &pool.view.header().processes[slot as usize];
             if entry.state.load(Relaxed) == SLOT_ACTIVE {
                 // The slot's previous owner died and nobody reaped it yet.
@@ -271,7 +278,15 @@ impl Pool {
             }
             pool.view.set(&entry.state, SLOT_ACTIVE)?;
             pool.view.set(&entry.pid, std::process::id() as u64)
-        })?;
+        });
+        if let Err(e) = registered {
+            // Leave without `close`: marking the slot free would orphan the
+            // holder bits its unreaped previous owner left; our liveness lock
+            // goes with the fd, so the next reaper finishes the job.
+            pool.lock_state().closed = true;
+            pool.closed.store(true, Release);
+            return Err(e);
+        }
         Ok(pool)
     }
 
@@ -323,9 +338,53 @@ impl Pool {
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, LocalState> {
         // A panic while holding this mutex cannot leave the map half
         // updated (single inserts/removes), so poisoning is ignored.
-        self.state
+        let mut state = self
+            .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.apply_deferred(&mut state);
+        state
+    }
+
+    pub(crate) fn pending_local(&self) -> usize {
+        self.deferred_count.load(Relaxed)
+    }
+
+    /// `lock_state` without waiting: None if another thread holds it.
+    pub(crate) fn try_lock_state(&self) -> Option<MutexGuard<'_, LocalState>> {
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        self.apply_deferred(&mut state);
+        Some(state)
+    }
+
+    /// Applies the releases deferred while `state` was busy: each drops one
+    /// local reference; a block's last one queues its holder record's drop
+    /// for the next critical section.
+    fn apply_deferred(&self, state: &mut LocalState) {
+        if self.deferred_count.load(Relaxed) == 0 {
+            return;
+        }
+        let deferred = std::mem::take(
+            &mut *self
+                .deferred
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        self.deferred_count.store(0, Relaxed);
+        for (offset, generation) in deferred {
+            match state.held(offset, generation) {
+                Some(held) if held.count > 1 => held.count -= 1,
+                Some(_) => {
+                    state.refs.remove(&offset);
+                    self.queue(offset, generation, false);
+                }
+                None => {} // already released: as `release` would say NotHeld
+            }
+        }
     }
 
     /// Test hook point: after entering an operation, before its mutex.
@@ -518,11 +577,24 @@ impl Pool {
 
     /// Drops one reference; the last one of this process drops its holder
     /// record, and the block is freed when the lifetime rule allows. Never
-    /// waits for the segment lock: if it is busy, the drop is queued (see
-    /// `release.rs`) and this returns `Ok`.
+    /// waits: if the segment lock is busy, the drop is queued (see
+    /// `release.rs`); if another thread of this process is inside an
+    /// operation, the release itself is deferred to whoever comes next.
+    /// Either way this returns `Ok` (a deferred release of a reference not
+    /// held is then ignored instead of `NotHeld`).
     pub fn release(&self, offset: u64, generation: u64) -> Result<()> {
         self.entered();
-        let mut state = self.lock_state();
+        // Never wait for another thread of this process either: it may hold
+        // `state` while it waits for a stopped lock holder.
+        let Some(mut state) = self.try_lock_state() else {
+            let mut deferred = self
+                .deferred
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            deferred.push((offset, generation));
+            self.deferred_count.store(deferred.len(), Relaxed);
+            return Ok(());
+        };
         match state.held(offset, generation) {
             Some(held) if held.count > 1 => {
                 held.count -= 1;
@@ -683,6 +755,16 @@ impl Pool {
             Ok(()) | Err(PoolError::SegmentNotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether some thread is inside an operation of this pool right now
+    /// (holds its process-local mutex). For tests.
+    #[cfg(feature = "testing")]
+    pub fn busy_in_this_process(&self) -> bool {
+        matches!(
+            self.state.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        )
     }
 
     /// Drops the attachment as if the process had been killed: no

@@ -109,7 +109,7 @@ pub fn free_block(heap: &Heap, offset: u64, unreserved: bool) -> Result<()> {
 /// Used blocks that carry any bit of `slots_mask` as a holder (one heap walk).
 pub fn blocks_held_by(heap: &Heap, slots_mask: u64) -> Result<Vec<u64>> {
     let mut found = Vec::new();
-    heap.walk(|offset, b| {
+    heap.walk(|offset, b, _| {
         if b.tag.load(Relaxed) & TAG_MASK == TAG_USED && b.holders.load(Relaxed) & slots_mask != 0 {
             found.push(offset);
         }

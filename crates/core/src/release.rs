@@ -65,7 +65,7 @@ impl Pool {
         }
     }
 
-    fn queue(&self, offset: u64, generation: u64, punched: bool) {
+    pub(crate) fn queue(&self, offset: u64, generation: u64, punched: bool) {
         let mut queued = self.lock_queue();
         queued.push(QueuedRelease {
             offset,
@@ -157,20 +157,21 @@ impl Pool {
     /// Does the queued releases now if the lock is free at once; never
     /// waits. Returns how many are still queued.
     pub fn flush_releases(&self) -> usize {
-        if self.queued_count.load(Relaxed) == 0 {
+        if self.queued_releases() == 0 {
             return 0;
         }
-        if let Ok(state) = self.state.try_lock() {
-            if !state.closed {
+        if let Some(state) = self.try_lock_state() {
+            if !state.closed && self.queued_count.load(Relaxed) != 0 {
                 let _ = self.critical_section(Wait::Try, |_| Ok(()));
             }
         }
-        self.queued_count.load(Relaxed)
+        self.queued_releases()
     }
 
-    /// Releases queued because the lock was busy (diagnostics, tests).
+    /// Releases not done yet because the lock (or, for a moment, another
+    /// thread of this process) was busy (diagnostics, tests).
     pub fn queued_releases(&self) -> usize {
-        self.queued_count.load(Relaxed)
+        self.queued_count.load(Relaxed) + self.pending_local()
     }
 
     pub(crate) fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<QueuedRelease>> {

@@ -336,6 +336,12 @@ fn mutate_block(t: &Template, rng: &mut Rng) -> Vec<Mutation> {
                     t.geometry.heap_end - b.offset,
                     t.geometry.heap_end - b.offset + 64,
                     b.size * 2,
+                    // Grown over its physical successor exactly (the
+                    // review's aliasing route: same class, exact fit).
+                    t.blocks
+                        .iter()
+                        .find(|n| n.offset == b.offset + b.size)
+                        .map_or(b.size * 2, |n| b.size + n.size),
                     b.size + 64,
                     b.size.saturating_sub(64),
                     64,

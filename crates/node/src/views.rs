@@ -106,9 +106,26 @@ pub fn external_view<'env>(
     byte_length: u64,
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
-    // SAFETY: byte_offset + byte_length lies inside the block's data (the
-    // core validated the range), which stays mapped for the process's life.
-    let ptr = unsafe { pool.data_ptr(&block).add(byte_offset as usize) };
+    let data = pool.data_ptr(&block);
+    let in_block = byte_offset
+        .checked_add(byte_length)
+        .is_some_and(|end| end <= block.data_len);
+    if data.is_null() || !in_block {
+        // The core never hands out such a block; refuse rather than wrap
+        // memory outside the mapping.
+        let _ = pool.release(block.offset, block.generation);
+        return Err(coded(
+            "ERR_INTERNAL",
+            format!(
+                "block at {} (data {} bytes) cannot hold [{byte_offset}, +{byte_length})",
+                block.offset, block.data_len
+            ),
+        ));
+    }
+    // SAFETY: byte_offset + byte_length lies inside the block's data
+    // (checked just above; `data_ptr` checked the block against the
+    // mapping), which stays mapped for the process's life.
+    let ptr = unsafe { data.add(byte_offset as usize) };
     let id = registry().add_view(
         View {
             pool,
