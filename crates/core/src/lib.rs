@@ -7,14 +7,19 @@
 //!   per-process liveness locks) for both backings.
 //! - `memfd`: anonymous pools (the default): creation, sealing, attaching
 //!   through /proc, finding them.
-//! - `layout`: the `#[repr(C)]` structs in the segment (see `LAYOUT.md`).
-//! - `view`: typed access to the mapping and the undo journal.
-//! - `lock`: the cross-process spinlock with owner and takeover.
-//! - `allocator`: TLSF with boundary tags, O(1).
+//! - `layout`: the `#[repr(C)]` structs in the segment (see `LAYOUT.md`)
+//!   and the header's validation.
+//! - `view`: checked access to the mapping; `journal`: the undo journal.
+//! - `lock`: the cross-process spinlock with owner, epoch and takeover.
+//! - `allocator`: TLSF with boundary tags, O(1), behind `BlockAllocator`;
+//!   every word it reads from the segment is checked (the trust boundary).
 //! - `refs`: holder records per process, the transferred rule.
 //! - `handle`: handle validation.
-//! - `pool`: `Pool`, composing them.
+//! - `pool`: `Pool`, composing them (with `register`, `txn`, `release`,
+//!   `reap`, `reserve`, `local`: one job each).
 //! - `inspect`: reading a segment from outside (`ls`, `stats`, `gc`).
+//! - `check`: the full invariant walk; `capacity`: default sizes;
+//!   `testing`: fault-injection hooks (cargo feature `testing` only).
 //!
 //! ```
 //! use arraypool_core::{Pool, PoolOptions, Handle};
@@ -45,6 +50,7 @@ pub mod memfd;
 pub mod pool;
 mod reap;
 mod refs;
+mod register;
 mod release;
 mod reserve;
 pub mod segment;
