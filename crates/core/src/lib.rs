@@ -3,8 +3,8 @@
 //! One POSIX shared-memory segment managed as a pool of blocks that several
 //! processes allocate from, reference and free, with no copy between them.
 //!
-//! - `segment`: OS calls (naming, opening, mapping, reserving pages,
-//!   per-process liveness locks) for both backings.
+//! - `segment`: OS calls (naming, opening, mapping, reserving pages) for
+//!   both backings; `file_locks`: the liveness and gc locks on its file.
 //! - `memfd`: anonymous pools (the default): creation, sealing, attaching
 //!   through /proc, finding them.
 //! - `layout`: the `#[repr(C)]` structs in the segment (see `LAYOUT.md`)
@@ -40,6 +40,7 @@ mod allocator;
 mod capacity;
 mod check;
 pub mod error;
+mod file_locks;
 pub mod handle;
 pub mod inspect;
 mod journal;

@@ -20,16 +20,18 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
-use nix::fcntl::{fallocate, fcntl, FallocateFlags, FcntlArg, OFlag};
+use nix::fcntl::{fallocate, FallocateFlags, OFlag};
 use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 
 use crate::error::{PoolError, Result};
+pub(crate) use crate::file_locks::{gc_lock_held, probe_slot, try_lock_gc};
+use crate::file_locks::{lock_slot, share_gc_lock, try_lock_byte, unlock_byte};
 use crate::layout::MAX_PROCESSES;
 use crate::memfd::{self, Locator, MEMFD_PREFIX};
 
@@ -237,10 +239,7 @@ impl Segment {
             Err(e) => Some(Err(e)),
         });
         if self.backing == Backing::Shm {
-            let unlock = slot_flock(GC_LOCK_BYTE, libc::F_UNLCK);
-            // Unlocking a range we hold cannot fail on a valid fd; if it
-            // did, the fd's close drops the lock anyway.
-            let _ = fcntl(self.fd.as_fd(), FcntlArg::F_OFD_SETLK(&unlock));
+            unlock_byte(&self.fd, GC_LOCK_BYTE);
         }
         claimed.unwrap_or(Err(PoolError::TooManyProcesses { max: MAX_PROCESSES }))
     }
@@ -320,19 +319,13 @@ impl Segment {
     /// Gives up the liveness lock of `slot` (leaving a pool while staying
     /// alive), so another process can claim the slot.
     pub fn unlock_slot(&self, slot: usize) {
-        let lock = slot_flock(slot, libc::F_UNLCK);
-        let _ = fcntl(self.fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock));
+        unlock_byte(&self.fd, slot);
     }
 
     /// Tries to take the liveness lock of `slot`; `false` if another open
     /// file description (a live process) holds it.
     pub fn try_lock_slot(&self, slot: usize) -> Result<bool> {
-        let lock = slot_flock(slot, libc::F_WRLCK);
-        match fcntl(self.fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock)) {
-            Ok(_) => Ok(true),
-            Err(Errno::EAGAIN) | Err(Errno::EACCES) => Ok(false),
-            Err(e) => Err(PoolError::os("fcntl(F_OFD_SETLK)", e)),
-        }
+        try_lock_byte(&self.fd, slot)
     }
 
     /// Whether some other open file description holds `slot`'s liveness lock.
@@ -344,13 +337,6 @@ impl Segment {
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }
-}
-
-fn lock_slot(fd: &OwnedFd, slot: usize) -> Result<()> {
-    let lock = slot_flock(slot, libc::F_WRLCK);
-    fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock))
-        .map(drop)
-        .map_err(|e| PoolError::os("fcntl(F_OFD_SETLK)", e))
 }
 
 /// Opens a segment's fd (read-write) without mapping it: by name in
@@ -431,32 +417,6 @@ fn refuse_foreign(fd: &OwnedFd) -> Result<()> {
     }
 }
 
-/// Takes the gc lock shared for a joiner, retrying while a gc holds it
-/// exclusively (for well under a millisecond normally), at most `wait`.
-fn share_gc_lock(fd: &OwnedFd, wait: Duration) -> Result<()> {
-    let lock = slot_flock(GC_LOCK_BYTE, libc::F_RDLCK);
-    let started = Instant::now();
-    let mut sleep = Duration::from_micros(50);
-    loop {
-        match fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock)) {
-            Ok(_) => return Ok(()),
-            Err(Errno::EAGAIN) | Err(Errno::EACCES) => {}
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(PoolError::os("fcntl(F_OFD_SETLK) on the gc lock", e)),
-        }
-        let waited = started.elapsed();
-        if waited >= wait {
-            // The "owner" is the gc lock's byte, past the process table.
-            return Err(PoolError::LockTimeout {
-                owner_slot: GC_LOCK_BYTE as u32,
-                waited_ms: waited.as_millis() as u64,
-            });
-        }
-        std::thread::sleep(sleep.min(wait.saturating_sub(waited)));
-        sleep = (sleep * 2).min(Duration::from_millis(1));
-    }
-}
-
 /// Whether gc removed the segment behind `fd` (it wrote the dead magic,
 /// and maybe unlinked the name), or the name is gone (its creator closed
 /// it): a joiner must not join either.
@@ -465,23 +425,6 @@ fn removed_by_gc(fd: &OwnedFd) -> Result<bool> {
     let mut magic = [0u8; 8];
     let read = read_at(fd, &mut magic, 0)?;
     Ok(st.st_nlink == 0 || (read == 8 && u64::from_le_bytes(magic) == DEAD_MAGIC))
-}
-
-/// Takes the gc lock exclusively without waiting; `false` if anyone holds
-/// it (a process joining, or another gc).
-pub(crate) fn try_lock_gc(fd: &OwnedFd) -> Result<bool> {
-    let lock = slot_flock(GC_LOCK_BYTE, libc::F_WRLCK);
-    match fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&lock)) {
-        Ok(_) => Ok(true),
-        Err(Errno::EAGAIN) | Err(Errno::EACCES) => Ok(false),
-        Err(e) => Err(PoolError::os("fcntl(F_OFD_SETLK) on the gc lock", e)),
-    }
-}
-
-/// Whether another open file description holds the gc lock (shared or
-/// exclusive), without taking it (`gc --dry-run`, `ls`).
-pub(crate) fn gc_lock_held(fd: &OwnedFd) -> bool {
-    probe_slot(fd, GC_LOCK_BYTE)
 }
 
 /// Writes [`DEAD_MAGIC`] over the header's magic: nobody can join the
@@ -539,17 +482,6 @@ pub(crate) fn fd_size(fd: &OwnedFd) -> Result<u64> {
     Ok(fstat(fd).map_err(|e| PoolError::os("fstat", e))?.st_size as u64)
 }
 
-/// Whether another open file description (a live process) holds `slot`'s
-/// liveness lock on this segment.
-pub(crate) fn probe_slot(fd: &OwnedFd, slot: usize) -> bool {
-    let mut probe = slot_flock(slot, libc::F_WRLCK);
-    match fcntl(fd.as_fd(), FcntlArg::F_OFD_GETLK(&mut probe)) {
-        Ok(_) => probe.l_type != libc::F_UNLCK as libc::c_short,
-        // If the kernel cannot tell, assume alive: never reap a live process.
-        Err(_) => true,
-    }
-}
-
 /// The names of the arraypool segments in `/dev/shm`, sorted.
 pub fn list_segments() -> Result<Vec<String>> {
     let entries = std::fs::read_dir(SHM_DIR).map_err(|e| PoolError::Os {
@@ -591,16 +523,6 @@ pub mod hooks {
             std::thread::sleep(std::time::Duration::from_micros(us));
         }
     }
-}
-
-fn slot_flock(slot: usize, kind: libc::c_int) -> libc::flock {
-    // SAFETY: flock is a plain C struct for which all-zero is a valid value.
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = kind as libc::c_short;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = slot as libc::off_t;
-    lock.l_len = 1;
-    lock
 }
 
 pub(crate) fn map(fd: &OwnedFd, len: u64) -> Result<MmapRaw> {

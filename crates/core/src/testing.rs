@@ -21,11 +21,21 @@ static PAUSE_WHILE_EXISTS: std::sync::Mutex<Option<std::path::PathBuf>> =
 /// Whether `PAUSE_WHILE_EXISTS` is set: checked first, so the hook costs
 /// one load when off (benchmarks run with the testing feature too).
 static PAUSE_WHILE_SET: AtomicBool = AtomicBool::new(false);
+static PAUSED_INSIDE_ALLOCATION: AtomicBool = AtomicBool::new(false);
+
+/// Whether an allocation has stopped at the `while_exists` pause since it
+/// was last turned on.
+pub fn paused_inside_allocation() -> bool {
+    PAUSED_INSIDE_ALLOCATION.load(Relaxed)
+}
 
 /// Makes the next allocations in this process wait inside their critical
 /// section for as long as `path` exists (so another process decides when
 /// the lock is let go, with no timing involved); None turns it off.
 pub fn pause_inside_allocation_while_exists(path: Option<std::path::PathBuf>) {
+    if path.is_some() {
+        PAUSED_INSIDE_ALLOCATION.store(false, Relaxed);
+    }
     PAUSE_WHILE_SET.store(path.is_some(), Relaxed);
     *PAUSE_WHILE_EXISTS
         .lock()
@@ -45,6 +55,7 @@ pub(crate) fn pause_inside_allocation_point() {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
     if let Some(path) = path {
+        PAUSED_INSIDE_ALLOCATION.store(true, Relaxed);
         while path.exists() {
             std::thread::sleep(Duration::from_millis(1));
         }
