@@ -75,15 +75,15 @@ impl Pool {
         self.queued_count.store(queued.len(), Relaxed);
     }
 
-    /// First step of a drop, under the lock. With `may_punch`, a large
-    /// block that will be freed is marked releasing instead (the caller
-    /// punches it outside the lock); otherwise it is freed at once.
+    /// First step of a drop, under the lock. A large block that will be
+    /// freed is, with `punch_outside`, marked releasing instead (the caller
+    /// punches it outside the lock); otherwise it is punched and freed now.
     pub(crate) fn drop_step(
         &self,
         heap: &Heap,
         offset: u64,
         generation: u64,
-        may_punch: bool,
+        punch_outside: bool,
     ) -> Result<Step> {
         let b = refs::used_block(heap, offset)?;
         if b.generation.load(Relaxed) != generation {
@@ -98,14 +98,18 @@ impl Pool {
         let tag = b.tag.load(Relaxed);
         let will_free =
             others == 0 && (tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0);
-        if may_punch && will_free && size >= self.options.punch_threshold {
+        let large = will_free && size >= self.options.punch_threshold;
+        if large && punch_outside {
             // Return the pages outside the lock; meanwhile the block is
             // ours alone and no handle can attach it.
             self.view.set(&b.tag, tag | FLAG_RELEASING)?;
             return Ok(Step::PunchThenFree { size });
         }
+        // Already under the lock for other work (queued releases, close):
+        // a large block's pages are returned here, as reaping does.
+        let punched = large && self.punch_block(offset, size);
         if refs::drop_holder(heap, b, self.slot, false)? == Dropped::Free {
-            refs::free_block(heap, offset, false)?;
+            refs::free_block(heap, offset, punched)?;
         }
         Ok(Step::Done)
     }
@@ -143,8 +147,6 @@ impl Pool {
             let done = if q.punched {
                 self.finish_punched(heap, q.offset, q.generation, true)
             } else {
-                // Under the lock already: a large block is freed without
-                // returning its pages (punching here would hold the lock).
                 self.drop_step(heap, q.offset, q.generation, false)
                     .map(|_| ())
             };

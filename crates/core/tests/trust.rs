@@ -191,3 +191,26 @@ fn close_racing_allocations_from_threads_leaks_nothing() {
         assert_consistent(&observer);
     }
 }
+
+#[test]
+fn close_returns_the_pages_of_the_large_blocks_it_frees() {
+    let pool = Pool::create(PoolOptions {
+        capacity: Some(64 * MIB),
+        punch_threshold: MIB,
+        ..Default::default()
+    })
+    .unwrap();
+    let observer = open(&pool);
+    let big = pool.allocate(16 * MIB, false).unwrap();
+    fill(&pool, &big, 7);
+    let before = resident_bytes(&observer);
+    assert!(before >= 16 * MIB, "{before}");
+    pool.close().unwrap();
+    let after = resident_bytes(&observer);
+    assert!(
+        after + 15 * MIB <= before,
+        "close kept the pages: {before} -> {after}"
+    );
+    assert_eq!(observer.stats().unwrap().live_blocks, 0);
+    assert_consistent(&observer);
+}
