@@ -153,14 +153,11 @@ test.serial('a send that fails rejects and leaves no block waiting in flight', a
   t.is((await t.throwsAsync(send(process, { released }))).code, 'ERR_NOT_HELD');
 });
 
-test.serial("a JSON channel (serialization: 'json') carries every typed array through the pool", async (t) => {
+test.serial("a JSON channel (serialization: 'json'): small arrays inline (tagged), large ones through the pool", async (t) => {
   await withChild('json', async (c) => {
-    const seen = await c.request('describe', { tiny: new Uint8ClampedArray([200]) });
-    t.deepEqual(seen.tiny, { type: 'Uint8ClampedArray', transferable: false, length: 1, first: '200', inPool: true });
-    await t.throwsAsync(send(c.child, { x: 1 }, { serialization: 'json', inlineBelowBytes: 16 }), {
-      instanceOf: ArrayPoolError,
-      message: /json.*cannot carry typed arrays inline/,
-    });
+    const seen = await c.request('describe', { tiny: new Uint8ClampedArray([200]), large: new Uint8ClampedArray(LARGE).fill(200) });
+    t.deepEqual(seen.tiny, { type: 'Uint8ClampedArray', transferable: false, length: 1, first: '200', inPool: false });
+    t.deepEqual(seen.large, { type: 'Uint8ClampedArray', transferable: false, length: LARGE, first: '200', inPool: true });
   });
 });
 

@@ -9,6 +9,7 @@
  * arguments and results.
  */
 import type { ChildProcess } from 'node:child_process';
+import type { Worker as ClusterWorker } from 'node:cluster';
 import type { EventEmitter } from 'node:events';
 import type { MessagePort, Worker } from 'node:worker_threads';
 
@@ -35,8 +36,70 @@ import {
  */
 export const DEFAULT_INLINE_BELOW_BYTES = 64 * 1024;
 
+/**
+ * On a JSON channel, arrays smaller than this travel inline, as base64 in a
+ * tagged object, instead of through the pool. Chosen by measurement
+ * (benches/json-inline.mjs: a send/onMessage round trip over a JSON fork,
+ * 2 cores, noisy): inline took 0.5-0.8x the pool's time from 256 B to 2 KiB,
+ * 1.05-1.2x at 4 KiB, 1.4x at 8 KiB, 2.1x at 16 KiB. A pool block costs a
+ * fixed ~allocate+attach+release; base64 costs per byte (4/3 of the bytes
+ * through JSON.stringify and JSON.parse on both sides).
+ */
+export const DEFAULT_JSON_INLINE_BELOW_BYTES = 4 * 1024;
+
 /** How a child-process IPC channel serializes; threads always use structured clone. */
 export type Serialization = 'advanced' | 'json';
+
+/**
+ * The key of the tagged objects a JSON channel uses for what JSON would
+ * change: typed arrays, DataViews and ArrayBuffers sent inline (base64), and
+ * the numbers JSON cannot write (NaN, ±Infinity, -0). Reserved: a message
+ * object of one's own with this key is refused on a JSON channel.
+ */
+const JSON_TAG = '__arraypool_json__';
+
+type JsonTag =
+  | { [JSON_TAG]: 'number'; value: 'NaN' | 'Infinity' | '-Infinity' | '-0' }
+  | { [JSON_TAG]: 'bytes'; kind: string; base64: string };
+
+/** The views a JSON channel can carry inline, by constructor name (a fixed list: the name comes from the wire). */
+const INLINE_KINDS: ReadonlyMap<string, (buffer: ArrayBuffer, byteLength: number) => unknown> = new Map<
+  string,
+  (buffer: ArrayBuffer, byteLength: number) => unknown
+>([
+  ['ArrayBuffer', (b) => b],
+  ['DataView', (b) => new DataView(b)],
+  ['Buffer', (b) => Buffer.from(b)],
+  ...(
+    [
+      Int8Array,
+      Uint8Array,
+      Uint8ClampedArray,
+      Int16Array,
+      Uint16Array,
+      Int32Array,
+      Uint32Array,
+      Float32Array,
+      Float64Array,
+      BigInt64Array,
+      BigUint64Array,
+      // Float16Array from Node 24 on (a sender on 24 and a receiver on 20 is ERR_UNSUPPORTED_DTYPE).
+      ...('Float16Array' in globalThis
+        ? [(globalThis as unknown as { Float16Array: Float64ArrayConstructor }).Float16Array]
+        : []),
+    ] as const
+  ).map((C): [string, (buffer: ArrayBuffer, byteLength: number) => unknown] => [
+    C.name,
+    (b, n) => {
+      if (n % C.BYTES_PER_ELEMENT !== 0) {
+        throw new ArrayPoolError('ERR_INVALID_ARG', `an inline ${C.name} of ${n} bytes is not whole elements`);
+      }
+      return new C(b);
+    },
+  ]),
+]);
+
+const objectTag = (value: object): string => Object.prototype.toString.call(value);
 
 /**
  * Marks a plain typed array sent through the pool, so the receiver hands
@@ -50,6 +113,12 @@ interface ArrayMark {
 
 export interface EncodeOptions {
   inlineBelowBytes: number;
+  /**
+   * The channel is JSON: what JSON would change (typed arrays, NaN, -0…)
+   * is encoded, what it cannot carry (Maps, BigInts, undefined…) is
+   * ERR_NOT_SERIALIZABLE before anything is sent. Default false.
+   */
+  json?: boolean;
   /** Whether copies made here wait in flight for a receiver (see TransferOptions). */
   transferRequired: boolean;
   /**
@@ -88,6 +157,8 @@ const isPlainObject = (value: object): value is Record<string, unknown> => {
 class Encoder {
   readonly references: TransferableArray[] = [];
   readonly copies: TransferableArray[] = [];
+  /** The references made for pool views found in the message (ours: released if encoding fails). */
+  readonly shared: TransferableArray[] = [];
   readonly #options: EncodeOptions;
   readonly #memo = new Map<object, unknown>();
 
@@ -96,31 +167,127 @@ class Encoder {
   }
 
   encode(value: unknown): unknown {
+    return this.#options.json === true ? this.#encodeJson(value, []) : this.#encodeAny(value);
+  }
+
+  #encodeAny(value: unknown): unknown {
     if (typeof value !== 'object' || value === null) return value;
     if (this.#memo.has(value)) return this.#memo.get(value);
     if (value instanceof TransferableArray) return this.#remember(value, this.#encodeTransferable(value));
     if (ArrayBuffer.isView(value)) return this.#remember(value, this.#encodeView(value));
     if (Array.isArray(value)) {
       const out = this.#remember(value, new Array<unknown>(value.length));
-      value.forEach((item, i) => (out[i] = this.encode(item)));
+      value.forEach((item, i) => (out[i] = this.#encodeAny(item)));
       return out;
     }
     if (value instanceof Map) {
       const out = this.#remember(value, new Map<unknown, unknown>());
-      for (const [k, v] of value) out.set(this.encode(k), this.encode(v));
+      for (const [k, v] of value) out.set(this.#encodeAny(k), this.#encodeAny(v));
       return out;
     }
     if (value instanceof Set) {
       const out = this.#remember(value, new Set<unknown>());
-      for (const item of value) out.add(this.encode(item));
+      for (const item of value) out.add(this.#encodeAny(item));
       return out;
     }
     if (isPlainObject(value)) {
       const out = this.#remember(value, {} as Record<string, unknown>);
-      for (const key of Object.keys(value)) out[key] = this.encode(value[key]);
+      for (const key of Object.keys(value)) out[key] = this.#encodeAny(value[key]);
       return out;
     }
     return value;
+  }
+
+  /**
+   * The JSON channel's walk. Node writes the message with JSON.stringify,
+   * which changes data silently (a typed array becomes `{ '0': … }`, NaN
+   * null, a Map `{}`, a Date a string, undefined in an array null); every
+   * value is therefore either one JSON writes back exactly, encoded (tags),
+   * or refused here, before a block is allocated or anything is sent.
+   * `path` names the value in the error.
+   */
+  #encodeJson(value: unknown, path: (string | number)[]): unknown {
+    switch (typeof value) {
+      case 'string':
+      case 'boolean':
+        return value;
+      case 'number':
+        if (Number.isFinite(value) && !Object.is(value, -0)) return value;
+        return { [JSON_TAG]: 'number', value: Object.is(value, -0) ? '-0' : String(value) } as JsonTag;
+      case 'object':
+        break;
+      case 'undefined':
+        // The top of a ProcessPool result (a task that returns nothing) is not written by JSON at all.
+        if (path.length === 0) return value;
+        return unserializable(path, 'undefined (JSON drops it, or writes null in an array)');
+      default:
+        return unserializable(path, `a ${typeof value} (JSON cannot write it)`);
+    }
+    if (value === null) return value;
+    if (this.#memo.has(value)) {
+      const seen = this.#memo.get(value);
+      if (seen === IN_PROGRESS) return unserializable(path, 'a cycle (JSON cannot write one)');
+      return seen; // a shared object: JSON writes it twice, the receiver gets two equal copies
+    }
+    if (value instanceof TransferableArray) return this.#remember(value, this.#encodeTransferable(value));
+    if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
+      return this.#remember(value, this.#encodeJsonBytes(value, path));
+    }
+    this.#memo.set(value, IN_PROGRESS);
+    let out: unknown;
+    if (Array.isArray(value)) {
+      const array = new Array<unknown>(value.length);
+      for (let i = 0; i < value.length; i++) {
+        path.push(i);
+        // A hole reads as undefined: refused like one (JSON writes null).
+        array[i] = this.#encodeJson(value[i], path);
+        path.pop();
+      }
+      out = array;
+    } else {
+      const toJSON = (value as { toJSON?: unknown }).toJSON;
+      const tag = objectTag(value);
+      if (tag === '[object Date]') {
+        return unserializable(path, 'a Date (JSON makes it a string): send date.getTime() or use serialization "advanced"');
+      } else if (typeof toJSON === 'function') {
+        // The object's own JSON form, which its author chose: JSON.stringify would use it too.
+        out = this.#encodeJson(toJSON.call(value, String(path.at(-1) ?? '')), path);
+      } else if (tag === '[object Object]') {
+        // Plain objects, and class instances as both channels carry them: own enumerable properties.
+        if (Object.hasOwn(value, JSON_TAG) || Object.hasOwn(value, ARRAY_MARK)) {
+          return unserializable(path, `an object with the reserved key ${JSON_TAG} or ${ARRAY_MARK}`);
+        }
+        const object: Record<string, unknown> = {};
+        for (const key of Object.keys(value)) {
+          path.push(key);
+          object[key] = this.#encodeJson((value as Record<string, unknown>)[key], path);
+          path.pop();
+        }
+        out = object;
+      } else {
+        // Map, Set, RegExp, Error, boxed primitives, SharedArrayBuffer…: JSON writes `{}` or a primitive.
+        return unserializable(path, `a ${tag.slice(8, -1)} (JSON does not keep it): use serialization "advanced"`);
+      }
+    }
+    this.#memo.set(value, out);
+    return out;
+  }
+
+  /** A view or ArrayBuffer on a JSON channel: through the pool when large and a pool dtype, else inline base64. */
+  #encodeJsonBytes(value: ArrayBufferView | ArrayBuffer, path: (string | number)[]): unknown {
+    if (value instanceof ArrayBuffer) return inlineBytes('ArrayBuffer', new Uint8Array(value));
+    const dtype = dtypeOf(value);
+    if (dtype !== undefined) {
+      const array = value as PoolTypedArray;
+      const shared = this.#shared(array);
+      if (shared !== undefined) return shared;
+      if (array.byteLength >= this.#options.inlineBelowBytes) return this.#copy(array);
+    }
+    const kind = dtype === 'buffer' ? 'Buffer' : value instanceof DataView ? 'DataView' : value.constructor.name;
+    if (!INLINE_KINDS.has(kind)) {
+      return unserializable(path, `a ${kind} view (a JSON channel carries typed arrays, DataViews and ArrayBuffers)`);
+    }
+    return inlineBytes(kind, new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
   }
 
   #remember<T>(original: object, encoded: T): T {
@@ -136,22 +303,71 @@ class Encoder {
   }
 
   #encodeView(view: ArrayBufferView): unknown {
-    if (dtypeOf(view) === undefined) return view; // a DataView: cloned as it is
+    if (dtypeOf(view) === undefined) return view; // a DataView, a Float16Array: cloned as they are
     const array = view as PoolTypedArray;
-    const shared = toTransferable(array);
-    if (shared !== undefined) {
-      this.references.push(shared);
-      return mark(shared);
-    }
+    const shared = this.#shared(array);
+    if (shared !== undefined) return shared;
     // A SharedArrayBuffer cannot cross a process inline.
     if (array.byteLength < this.#options.inlineBelowBytes && !(array.buffer instanceof SharedArrayBuffer)) {
       return array;
     }
+    return this.#copy(array);
+  }
+
+  /** A view of the pool goes as a handle of its range, without a copy. */
+  #shared(array: PoolTypedArray): ArrayMark | undefined {
+    const shared = toTransferable(array);
+    if (shared === undefined) return undefined;
+    this.references.push(shared);
+    this.shared.push(shared);
+    return mark(shared);
+  }
+
+  #copy(array: PoolTypedArray): ArrayMark {
     const copy = makeTransferable(array, { transferRequired: this.#options.transferRequired });
     this.references.push(copy);
     this.copies.push(copy);
     return mark(copy);
   }
+}
+
+/** `#memo`'s value for an object whose encoding is under way (met again: a cycle). */
+const IN_PROGRESS: unique symbol = Symbol('in progress');
+
+function unserializable(path: readonly (string | number)[], what: string): never {
+  const at = path.length === 0 ? 'the message' : `message${path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${k}`)).join('')}`;
+  throw new ArrayPoolError('ERR_NOT_SERIALIZABLE', `cannot send ${at} over a JSON channel: it is ${what}`);
+}
+
+const inlineBytes = (kind: string, bytes: Uint8Array): JsonTag => ({
+  [JSON_TAG]: 'bytes',
+  kind,
+  base64: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64'),
+});
+
+const isJsonTag = (value: object): value is JsonTag => Object.hasOwn(value, JSON_TAG);
+
+/** Turns a JSON tag back into what was sent. */
+function decodeJsonTag(tag: JsonTag): unknown {
+  const body = tag as unknown as Record<string, unknown>;
+  if (body[JSON_TAG] === 'number') {
+    const v = body.value;
+    if (v === 'NaN') return NaN;
+    if (v === 'Infinity') return Infinity;
+    if (v === '-Infinity') return -Infinity;
+    if (v === '-0') return -0;
+  } else if (body[JSON_TAG] === 'bytes' && typeof body.kind === 'string' && typeof body.base64 === 'string') {
+    const make = INLINE_KINDS.get(body.kind);
+    if (make === undefined) {
+      throw new ArrayPoolError('ERR_UNSUPPORTED_DTYPE', `a ${body.kind} arrived, which this Node cannot make`);
+    }
+    const bytes = Buffer.from(body.base64, 'base64');
+    // Its own ArrayBuffer (Buffer.from may give a slice of a shared pool), aligned for any element size.
+    const buffer = new ArrayBuffer(bytes.byteLength);
+    new Uint8Array(buffer).set(bytes);
+    return make(buffer, bytes.byteLength);
+  }
+  throw new ArrayPoolError('ERR_INVALID_ARG', `a malformed ${JSON_TAG} tag arrived`);
 }
 
 const mark = (t: TransferableArray): ArrayMark => ({ [ARRAY_MARK]: t.toHandle() });
@@ -165,8 +381,12 @@ export function encodeMessage(message: unknown, options: EncodeOptions): Encoded
   try {
     return { message: encoder.encode(message), references: encoder.references, copies: encoder.copies };
   } catch (error) {
-    // Half-encoded: nothing will be sent, so nothing of it may stay.
-    releaseAll(encoder.copies);
+    // Half-encoded (e.g. ERR_NOT_SERIALIZABLE after a large array was
+    // copied): nothing will be sent, so nothing of it may stay. A
+    // transferRequired copy would wait in flight for a receiver: reclaimed.
+    releaseAll(encoder.shared);
+    if (options.transferRequired) reclaim(encoder.copies);
+    else releaseAll(encoder.copies);
     throw error;
   }
 }
@@ -187,6 +407,7 @@ export function decodeMessage(message: unknown, { plainArrays }: { plainArrays: 
       // Handles become TransferableArrays (or, with `plainArrays`, their
       // `.array`); marked arrays become plain typed arrays.
       if (isArrayMark(node)) return attach(node[ARRAY_MARK]).array;
+      if (isJsonTag(node)) return decodeJsonTag(node);
       if (!looksLikeHandle(node)) return NOT_A_LEAF;
       const t = attach(node);
       return plainArrays ? t.array : t;
@@ -204,41 +425,65 @@ export function releaseAll(references: Iterable<TransferableArray>): void {
 }
 
 /**
- * @internal The inline threshold for a channel: JSON cannot carry a typed
- * array, so with it every array goes through the pool.
+ * @internal The inline threshold for a channel. JSON cannot carry a typed
+ * array: below the threshold it goes inline as tagged base64, above it
+ * through the pool.
  */
 export function inlineThreshold(serialization: Serialization, inlineBelowBytes: number | undefined): number {
   if (inlineBelowBytes !== undefined && !(inlineBelowBytes >= 0)) {
     throw new ArrayPoolError('ERR_INVALID_ARG', `inlineBelowBytes must be a number >= 0, got ${String(inlineBelowBytes)}`);
   }
-  if (serialization === 'json') {
-    if (inlineBelowBytes !== undefined && inlineBelowBytes > 0) {
-      throw new ArrayPoolError(
-        'ERR_INVALID_ARG',
-        "serialization 'json' cannot carry typed arrays inline: leave inlineBelowBytes unset (every array then goes through the pool) or use 'advanced'",
-      );
-    }
-    return 0;
-  }
-  if (serialization !== 'advanced') {
+  if (serialization !== 'advanced' && serialization !== 'json') {
     throw new ArrayPoolError('ERR_INVALID_ARG', `serialization must be 'advanced' or 'json', got ${String(serialization)}`);
   }
-  return inlineBelowBytes ?? DEFAULT_INLINE_BELOW_BYTES;
+  return inlineBelowBytes ?? (serialization === 'json' ? DEFAULT_JSON_INLINE_BELOW_BYTES : DEFAULT_INLINE_BELOW_BYTES);
 }
 
-/** Where `send` can post: a forked child, this process's parent, a thread, a port. */
-export type MessageTarget = ChildProcess | NodeJS.Process | Worker | MessagePort;
+/**
+ * @internal How a child-process channel serializes, read from Node's
+ * channel handle: Node does not expose the mode, but its two message
+ * readers keep different state on the handle (`kJSONBuffer` for JSON,
+ * `kMessageBuffer` for advanced; Node 12.16 to 26). Undefined when it
+ * cannot tell (no channel, or a future Node that keeps other state).
+ */
+export function channelSerialization(channelOwner: object): Serialization | undefined {
+  const key = Object.getOwnPropertySymbols(channelOwner).find((k) => k.description === 'kChannelHandle');
+  const handle: unknown = key === undefined ? undefined : (channelOwner as Record<symbol, unknown>)[key];
+  if (typeof handle !== 'object' || handle === null) return undefined;
+  const state = Object.getOwnPropertySymbols(handle).map((k) => k.description);
+  if (state.includes('kJSONBuffer')) return 'json';
+  if (state.includes('kMessageBuffer')) return 'advanced';
+  return undefined;
+}
+
+/**
+ * Where `send` can post: a forked child, this process's parent, a
+ * node:cluster Worker (its process), a thread, a port.
+ */
+export type MessageTarget = ChildProcess | NodeJS.Process | ClusterWorker | Worker | MessagePort;
 
 export interface SendOptions {
   /**
    * How the child-process channel serializes (ignored for threads and
-   * ports). Node does not expose it, so a JSON channel must say so here;
-   * then every typed array goes through the pool. Default 'advanced'.
+   * ports). Read from the channel when Node lets us (Node 20 to 26 do);
+   * saying it here then must agree (else ERR_INVALID_ARG). When it cannot
+   * be read and is not given, 'json': its rules never change data, they
+   * refuse what JSON cannot carry.
    */
   serialization?: Serialization;
-  /** Arrays smaller than this are cloned inline (default DEFAULT_INLINE_BELOW_BYTES). */
+  /**
+   * Arrays smaller than this go inline (default DEFAULT_INLINE_BELOW_BYTES,
+   * on a JSON channel DEFAULT_JSON_INLINE_BELOW_BYTES).
+   */
   inlineBelowBytes?: number;
 }
+
+/**
+ * A node:cluster Worker sends through its ChildProcess (`worker.process`);
+ * in the worker, `cluster.worker.process` is `process` itself.
+ */
+const isClusterWorker = (target: object): target is ClusterWorker =>
+  'process' in target && typeof (target as { isConnected?: unknown }).isConnected === 'function';
 
 /**
  * Sends `message` with its typed arrays converted to handles: arrays that
@@ -248,19 +493,26 @@ export interface SendOptions {
  * the receiver owns them. TransferableArrays in the message stay the
  * caller's (keep them until the receiver has revived them).
  *
+ * On a JSON channel nothing changes on the way either: typed arrays,
+ * DataViews, ArrayBuffers, NaN, ±Infinity and -0 are encoded; what JSON
+ * cannot carry (Map, Set, Date, BigInt, undefined, cycles…) is
+ * ERR_NOT_SERIALIZABLE before anything is allocated or sent.
+ *
  * Resolves once the message is on its way (child processes: the send
  * callback; threads and ports: right away).
  */
 export async function send(target: MessageTarget, message: unknown, options: SendOptions = {}): Promise<void> {
-  const viaProcess = !('postMessage' in target);
-  const serialization = viaProcess ? (options.serialization ?? 'advanced') : 'advanced';
+  const to = isClusterWorker(target) ? target.process : target;
+  const viaProcess = !('postMessage' in to);
+  const serialization = viaProcess ? processSerialization(to, options.serialization) : 'advanced';
   const encoded = encodeMessage(message, {
     inlineBelowBytes: inlineThreshold(serialization, options.inlineBelowBytes),
+    json: serialization === 'json',
     transferRequired: true,
     adopt: false,
   });
   try {
-    await deliver(target, encoded.message);
+    await deliver(to, encoded.message);
   } catch (error) {
     reclaim(encoded.copies);
     throw error;
@@ -269,7 +521,15 @@ export async function send(target: MessageTarget, message: unknown, options: Sen
   }
 }
 
-function deliver(target: MessageTarget, message: unknown): Promise<void> {
+function processSerialization(channelOwner: object, stated: Serialization | undefined): Serialization {
+  const read = channelSerialization(channelOwner);
+  if (read !== undefined && stated !== undefined && read !== stated) {
+    throw new ArrayPoolError('ERR_INVALID_ARG', `send: serialization '${stated}' was given, but the channel uses '${read}'`);
+  }
+  return read ?? stated ?? 'json';
+}
+
+function deliver(target: Exclude<MessageTarget, ClusterWorker>, message: unknown): Promise<void> {
   if ('postMessage' in target) {
     target.postMessage(message);
     return Promise.resolve();
@@ -293,7 +553,7 @@ function reclaim(copies: readonly TransferableArray[]): void {
 }
 
 /** What `onMessage` listens to: anything that emits 'message' with the value first. */
-export type MessageSource = ChildProcess | NodeJS.Process | Worker | MessagePort;
+export type MessageSource = ChildProcess | NodeJS.Process | ClusterWorker | Worker | MessagePort;
 
 export interface OnMessageOptions {
   /**
@@ -315,6 +575,8 @@ export function onMessage<T = unknown>(
   handler: (message: T) => void,
   options: OnMessageOptions = {},
 ): () => void {
+  // A cluster Worker re-emits its process's messages (the cluster's own
+  // internal ones aside): listening to either is the same.
   const emitter = source as EventEmitter;
   const listener = (raw: unknown): void => {
     let decoded: Decoded;

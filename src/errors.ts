@@ -27,7 +27,8 @@ export type ErrorCode =
   | 'ERR_WORKER_DIED'
   | 'ERR_ABORTED'
   | 'ERR_UNKNOWN_TASK'
-  | 'ERR_PROCESS_POOL_CLOSED';
+  | 'ERR_PROCESS_POOL_CLOSED'
+  | 'ERR_NOT_SERIALIZABLE';
 
 export class ArrayPoolError extends Error {
   readonly code: ErrorCode;

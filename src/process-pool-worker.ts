@@ -14,6 +14,8 @@ type TaskFunction = (...args: unknown[]) => unknown;
 /** What importing the task module gave: its namespace, or why it failed (every task reports it). */
 type TaskModule = { namespace: Record<string, unknown> } | { loadError: unknown };
 
+const PARENT_GONE = new Set(['EPIPE', 'ECONNRESET', 'ERR_IPC_CHANNEL_CLOSED']);
+
 const config = JSON.parse(process.argv[2] ?? '{}') as WorkerConfig;
 
 /** Result references kept until the parent has attached them ('taken'). */
@@ -22,6 +24,14 @@ const heldResults = new Map<number, TransferableArray[]>();
 // The parent closing the pool (or dying) disconnects us: leave, which drops
 // every reference this process still holds.
 process.on('disconnect', () => process.exit(0));
+// A parent that died (Ctrl-C, SIGKILL) while we computed: our answer's write
+// fails (EPIPE, or ERR_IPC_CHANNEL_CLOSED once Node has noticed) before the
+// 'disconnect' arrives. Nobody is left to answer: leave quietly, as on
+// 'disconnect', instead of dying of an unhandled 'error' event.
+process.on('error', (error: NodeJS.ErrnoException) => {
+  if (PARENT_GONE.has(error.code ?? '')) process.exit(0);
+  throw error;
+});
 startPool();
 const tasks = await loadTasks(config.moduleUrl);
 if (!process.connected) process.exit(0);
@@ -85,7 +95,12 @@ interface Answer {
  * holds them until the parent has attached them.
  */
 function encodeResult(id: number, value: unknown): Answer {
-  const result = encodeMessage(value, { inlineBelowBytes: config.inlineBelowBytes, transferRequired: false, adopt: true });
+  const result = encodeMessage(value, {
+    inlineBelowBytes: config.inlineBelowBytes,
+    json: config.json,
+    transferRequired: false,
+    adopt: true,
+  });
   const held = result.references.length > 0;
   return { message: { kind: 'settled', id, ok: true, value: result.message, held }, references: result.references };
 }

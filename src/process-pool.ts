@@ -31,9 +31,12 @@ export interface ProcessPoolOptions {
   /** Worker processes (default `os.availableParallelism()`). */
   workers?: number;
   /**
-   * The IPC serialization (default 'advanced'). With 'json', every typed
-   * array goes through the pool (JSON cannot carry one) and Maps, Sets,
-   * BigInts and other non-JSON values cannot be arguments or results.
+   * The IPC serialization (default 'advanced'). With 'json', typed arrays
+   * go through the pool or, below DEFAULT_JSON_INLINE_BELOW_BYTES, inline as
+   * tagged base64, and NaN, ±Infinity and -0 are tagged; Maps, Sets,
+   * Dates, BigInts, undefined and other values JSON would change are
+   * ERR_NOT_SERIALIZABLE as arguments (before the task is queued) or
+   * results (the task rejects).
    */
   serialization?: Serialization;
   /** Typed arrays smaller than this are cloned inline (default DEFAULT_INLINE_BELOW_BYTES). */
@@ -71,6 +74,8 @@ export type TaskResult<Tasks, K extends keyof Tasks> = Tasks[K] extends (...args
 export interface WorkerConfig {
   moduleUrl: string;
   inlineBelowBytes: number;
+  /** Results follow the channel's rules (see EncodeOptions.json). */
+  json: boolean;
 }
 
 /** @internal An error thrown in a worker, as it crosses back. */
@@ -142,6 +147,7 @@ export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> im
     this.#config = {
       moduleUrl: moduleUrl(options.module),
       inlineBelowBytes: inlineThreshold(this.#serialization, options.inlineBelowBytes),
+      json: this.#serialization === 'json',
     };
     // Before forking, so the workers inherit the pool (ARRAYPOOL_SEGMENT).
     this.#pool = getPool();
@@ -197,6 +203,7 @@ export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> im
     if (signal?.aborted) throw abortedError(name, signal);
     const { message, references } = encodeMessage(args, {
       inlineBelowBytes: this.#config.inlineBelowBytes,
+      json: this.#config.json,
       transferRequired: false,
       adopt: false,
     });
