@@ -36,6 +36,9 @@ export { PoolScope, withPool } from './src/scope.js';
 export {
   ProcessPool,
   type ExecOptions,
+  type MapChunk,
+  type MapOptions,
+  type MapProgress,
   type ProcessPoolOptions,
   type TaskArgs,
   type TaskName,
@@ -43,6 +46,7 @@ export {
 } from './src/process-pool.js';
 export {
   DEFAULT_INLINE_BELOW_BYTES,
+  DEFAULT_JSON_INLINE_BELOW_BYTES,
   onMessage,
   send,
   type MessageSource,

@@ -11,6 +11,7 @@
  * No block is ever left waiting in flight for a receiver that is gone.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -19,7 +20,7 @@ import { decodeMessage, encodeMessage, inlineThreshold, releaseAll, type Seriali
 import { type PoolTypedArray } from './dtypes.js';
 import { ArrayPoolError, type ErrorCode } from './errors.js';
 import { SEGMENT_ENV, getPool, type Pool } from './pool.js';
-import { type TransferableArray } from './transferable.js';
+import { TransferableArray, makeTransferable, toTransferable } from './transferable.js';
 
 export interface ProcessPoolOptions {
   /**
@@ -50,6 +51,37 @@ export interface ExecOptions {
    * interrupted from outside.
    */
   signal?: AbortSignal;
+}
+
+/** Options of `ProcessPool.map`. */
+export interface MapOptions {
+  /**
+   * Rows (along the first axis) per task. Default: the rows split into four
+   * chunks per worker, so a slow chunk does not leave the others idle.
+   */
+  chunk?: number;
+  /** The shape of a plain typed array (default: one axis). A TransferableArray has its own. */
+  shape?: readonly number[];
+  /** Called after each chunk's task settles successfully, in completion order. */
+  onProgress?: (progress: MapProgress) => void;
+  /** Aborting rejects `map` with ERR_ABORTED and aborts the chunks still queued or running. */
+  signal?: AbortSignal;
+}
+
+export interface MapProgress {
+  /** Chunks done so far, and in all. */
+  done: number;
+  total: number;
+  /** The rows `[start, end)` of the chunk that just finished. */
+  start: number;
+  end: number;
+}
+
+/** Where a chunk lies, passed to the task after the chunk itself. */
+export interface MapChunk {
+  index: number;
+  start: number;
+  end: number;
 }
 
 // `any` is what lets functions with specific parameter types match.
@@ -181,6 +213,69 @@ export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> im
       return this.#enqueue(name, args, options.signal) as Promise<TaskResult<Tasks, K>>;
     } catch (error) {
       return Promise.reject(error);
+    }
+  }
+
+  /**
+   * The everyday parallel loop: splits `array` along its first axis into
+   * chunks of `options.chunk` rows, runs task `name` on each as
+   * `task(chunk, { index, start, end })` — the chunk is a zero-copy view of
+   * the pool, not a copy — and resolves with the results in chunk order.
+   * A plain typed array is copied into the pool once; a TransferableArray
+   * (or an array already viewing the pool) is shared as it is. The first
+   * failing chunk rejects `map` and aborts the others.
+   */
+  async map<K extends TaskName<Tasks>>(
+    name: K,
+    array: PoolTypedArray | TransferableArray,
+    options: MapOptions = {},
+  ): Promise<Array<TaskResult<Tasks, K>>> {
+    if (this.#closing) throw closedError(name);
+    if (options.signal?.aborted) throw abortedError(name, options.signal);
+    const { whole, owned } = shareable(array, options.shape);
+    const controller = new AbortController();
+    // One listener per chunk's task: not a leak.
+    setMaxListeners(0, controller.signal);
+    const onOuterAbort = (): void => controller.abort(options.signal?.reason);
+    options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+    const chunks: TransferableArray[] = [];
+    try {
+      const rows = whole.shape[0] ?? 0;
+      const size = chunkRows(options.chunk, rows, this.#size);
+      const ranges: MapChunk[] = [];
+      for (let start = 0, index = 0; start < rows; start += size, index++) {
+        ranges.push({ index, start, end: Math.min(rows, start + size) });
+      }
+      let done = 0;
+      const results = ranges.map(async (range) => {
+        const chunk = whole.subarray(range.start, range.end);
+        chunks.push(chunk);
+        try {
+          const result = await this.#enqueue(name, [chunk, range], controller.signal);
+          done++;
+          options.onProgress?.({ done, total: ranges.length, start: range.start, end: range.end });
+          return result as TaskResult<Tasks, K>;
+        } catch (error) {
+          controller.abort(error);
+          throw error;
+        }
+      });
+      const settled = await Promise.allSettled(results);
+      if (options.signal?.aborted) throw abortedError(name, options.signal);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) {
+        // The first failure, not the ERR_ABORTED of the chunks it stopped.
+        const first = settled.find(
+          (r): r is PromiseRejectedResult =>
+            r.status === 'rejected' && !(r.reason instanceof ArrayPoolError && r.reason.code === 'ERR_ABORTED'),
+        );
+        throw (first ?? failed).reason;
+      }
+      return settled.map((r) => (r as PromiseFulfilledResult<TaskResult<Tasks, K>>).value);
+    } finally {
+      options.signal?.removeEventListener('abort', onOuterAbort);
+      for (const chunk of chunks) chunk.release();
+      if (owned) whole.release();
     }
   }
 
@@ -380,6 +475,28 @@ function moduleUrl(module: string | URL): string {
 }
 
 const toError = (error: unknown): Error => (error instanceof Error ? error : new Error(String(error)));
+
+/** The array as a TransferableArray in the pool, and whether `map` made it (and so releases it). */
+function shareable(array: PoolTypedArray | TransferableArray, shape: readonly number[] | undefined): { whole: TransferableArray; owned: boolean } {
+  if (array instanceof TransferableArray) {
+    if (shape !== undefined) {
+      throw new ArrayPoolError('ERR_INVALID_ARG', 'map: a TransferableArray has its own shape; options.shape is for plain arrays');
+    }
+    return { whole: array, owned: false };
+  }
+  const inPool = shape === undefined ? toTransferable(array) : undefined;
+  if (inPool) return { whole: inPool, owned: true };
+  return { whole: makeTransferable(array, { transferRequired: false, ...(shape ? { shape } : {}) }), owned: true };
+}
+
+/** Rows per chunk: the caller's, or four chunks per worker. */
+function chunkRows(chunk: number | undefined, rows: number, workers: number): number {
+  if (chunk === undefined) return Math.max(1, Math.ceil(rows / (workers * 4)));
+  if (!Number.isSafeInteger(chunk) || chunk < 1) {
+    throw new ArrayPoolError('ERR_INVALID_ARG', `map: chunk must be a positive integer number of rows, got ${String(chunk)}`);
+  }
+  return chunk;
+}
 
 function closedError(name: string): ArrayPoolError {
   return new ArrayPoolError('ERR_PROCESS_POOL_CLOSED', `cannot run task "${name}": the ProcessPool is closed`);
