@@ -148,7 +148,7 @@ test.serial('`arraypool blocks` reports a pool whose block header is corrupt, an
         t.is(table.code, 1);
         t.regex(table.stderr, /arraypool blocks: .*problem: /);
       }
-      // A file cut short inside the heap: a short read, reported.
+      // The real size back: the walk is whole again.
       word.writeBigUInt64LE(BigInt(size));
       writeSync(fd, word, 0, 8, offset);
     } finally {
