@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * `npx arraypool ls | stats <name> | gc [--dry-run] [name...]`: this user's
+ * `npx arraypool ls | stats <name> | blocks <name> | gc [--dry-run] [name...]`: this user's
  * pools, from outside (inspecting never joins a pool, and never maps the
  * segment: the core reads its header with pread, so a file truncated under
  * us is a reported problem, not a SIGBUS): anonymous (memfd) pools found
@@ -12,6 +12,11 @@ import { ArrayPoolError, native } from './errors.js';
 const USAGE = `usage: arraypool <command>
   ls                         list pools (anonymous and /dev/shm): size, used, processes (alive/dead)
   stats <name>               one pool in detail
+  blocks <name> [--json] [--limit N]
+                             its used blocks (live and in flight): offset, size, holders,
+                             transferred or not, age (allocations since); at most N (10000)
+                             listed, the rest counted. Exit status 1 if the walk met a
+                             problem (what was read before it is shown)
   gc [--dry-run] [name...]   remove /dev/shm pools whose processes are all dead (all of this
                              user's, or the names given); one line per segment says what was
                              done or, with --dry-run, what would be. Never a pool with a live
@@ -52,6 +57,55 @@ function stats(name: string | undefined): number {
   }
   const s = native(() => binding.inspectSegment(name));
   console.log(JSON.stringify(s, null, 2));
+  return 0;
+}
+
+/** `blocks <name>`: the pool's used blocks, read from outside (pread, no lock, no join). */
+function blocks(args: string[]): number {
+  let json = false;
+  let limit: number | undefined;
+  const names: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] ?? '';
+    if (a === '--json') json = true;
+    else if (a === '--limit') {
+      limit = Number(args[++i]);
+      if (!Number.isSafeInteger(limit) || limit < 0) {
+        console.error(`arraypool blocks: --limit takes a non-negative integer\n${USAGE}`);
+        return 2;
+      }
+    } else if (a.startsWith('-')) {
+      console.error(`arraypool blocks: unknown option ${a}\n${USAGE}`);
+      return 2;
+    } else names.push(a);
+  }
+  const name = names[0];
+  if (name === undefined || names.length > 1) {
+    console.error(USAGE);
+    return 2;
+  }
+  const l = native(() => binding.inspectBlocks(name, limit));
+  if (json) {
+    console.log(JSON.stringify({ ...l, problem: l.problem ?? null }, null, 2));
+  } else {
+    const more = l.omitted > 0 ? `; ${l.omitted} more not listed (--limit)` : '';
+    console.log(
+      `${l.name}: ${l.totalBlocks} used block(s), ${mib(l.totalBytes)}, ${l.inFlightBlocks} in flight; next generation ${l.nextGeneration}${more}`,
+    );
+    if (l.blocks.length > 0) {
+      console.log(['offset', 'size', 'data', 'generation', 'age', 'state', 'transfer', 'holders'].join('\t'));
+    }
+    for (const b of l.blocks) {
+      const state = b.releasing ? 'releasing' : b.inFlight ? 'in flight' : 'held';
+      const transfer = !b.transferRequired ? 'not required' : b.transferred ? 'transferred' : 'not transferred';
+      const holders = b.holders.map((h) => `pid ${h.pid} (slot ${h.slot}${h.alive ? '' : ', dead'})`).join(', ') || '-';
+      console.log([b.offset, b.size, b.dataLen, b.generation, b.age, state, transfer, holders].join('\t'));
+    }
+  }
+  if (l.problem) {
+    console.error(`arraypool blocks: ${l.name}: problem: ${l.problem}`);
+    return 1;
+  }
   return 0;
 }
 
@@ -116,6 +170,8 @@ function main(argv: string[]): number {
         return ls();
       case 'stats':
         return stats(rest[0]);
+      case 'blocks':
+        return blocks(rest);
       case 'gc':
         return gc(rest);
       default:

@@ -69,6 +69,64 @@ export interface ReapResult {
   bytesFreed: number;
 }
 
+/** A process holding a block (see `Pool.blocks`). */
+export interface BlockHolder {
+  /** Its slot in the pool's process table (0 to 63). */
+  slot: number;
+  /** The pid the slot recorded (display only: pids are reused). */
+  pid: number;
+  /** Whether the process lives; a dead holder's reference goes at the next reap. */
+  alive: boolean;
+}
+
+/** One used block of a pool (see `Pool.blocks`). */
+export interface BlockInfo {
+  /** Where the block starts in the segment (a handle's `offset`). */
+  offset: number;
+  /** Whole block in bytes, its 64-byte header and padding included. */
+  size: number;
+  /** Bytes requested by the allocation (the array's bytes). */
+  dataLen: number;
+  /** Unique per allocation (a handle's `generation`). */
+  generation: number;
+  /**
+   * Logical age: how many allocations the pool made after this one (0 for the newest). The
+   * layout has no clock; see README, "Seeing what is in a pool".
+   */
+  age: number;
+  /** The processes holding it (none: in flight). */
+  holders: BlockHolder[];
+  /** Freed only once some process attached it from a handle. */
+  transferRequired: boolean;
+  /** Some process attached it from a handle (`revive`). */
+  transferred: boolean;
+  /** Nobody holds it: it waits for a receiver to revive its handle. */
+  inFlight: boolean;
+  /** Being freed right now. */
+  releasing: boolean;
+}
+
+/** What `Pool.blocks()` returns. */
+export interface BlockList {
+  /** The first `limit` used blocks, by offset. */
+  blocks: BlockInfo[];
+  /** Used blocks in the pool, listed or not. */
+  totalBlocks: number;
+  /** Their bytes, headers included. */
+  totalBytes: number;
+  /** How many of them are in flight. */
+  inFlightBlocks: number;
+  /** Used blocks not listed (over the limit). */
+  omitted: number;
+  /** The generation the next allocation gets (ages count from it). */
+  nextGeneration: number;
+}
+
+export interface BlocksOptions {
+  /** Most blocks listed (the rest are only counted); default 10 000. */
+  limit?: number;
+}
+
 const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
 
 /** Parses `'512M'`, `'4G'`, `'1.5GiB'`, `'4096'` (binary units) or a number of bytes. */
@@ -140,6 +198,27 @@ export class Pool {
 
   stats(): PoolStats {
     return native(() => binding.stats(this.id));
+  }
+
+  /**
+   * What is in the pool, block by block, for hunting leaks: every used block (live or in flight)
+   * with its offset, size, holders, transfer state and logical age. One walk of the pool under
+   * its lock (O(blocks)); at most `limit` blocks are listed, the rest counted.
+   */
+  blocks(options: BlocksOptions = {}): BlockList {
+    const limit = options?.limit;
+    if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 0)) {
+      throw new ArrayPoolError('ERR_INVALID_ARG', `blocks: limit must be a non-negative safe integer, got ${String(limit)}`);
+    }
+    const r = native(() => binding.poolBlocks(this.id, limit));
+    return {
+      blocks: r.blocks,
+      totalBlocks: r.totalBlocks,
+      totalBytes: r.totalBytes,
+      inFlightBlocks: r.inFlightBlocks,
+      omitted: r.omitted,
+      nextGeneration: r.nextGeneration,
+    };
   }
 
   /** Walks the whole pool and verifies its invariants (diagnostics; O(pool)). */

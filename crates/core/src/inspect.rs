@@ -50,18 +50,24 @@ pub struct SegmentInfo {
     pub any_alive: bool,
 }
 
-/// The header fields `ls`, `stats` and `gc` use, decoded from a copy.
-struct Header {
+/// The header fields `ls`, `stats`, `gc` and `blocks` use, decoded from a copy.
+pub(crate) struct Header {
+    /// Validated: recomputed from the capacity, which is the file's size.
+    pub geometry: Geometry,
+    /// Unchecked copies (anything may be in them): `blocks` checks each use.
+    pub next_generation: u64,
+    pub last_block: u64,
+    pub reserved_until: u64,
     creator_pid: u64,
     used_bytes: u64,
     live_blocks: u64,
     in_flight_blocks: u64,
     /// (state, pid, held_blocks) of every process slot.
-    slots: Vec<(u64, u64, u64)>,
+    pub slots: Vec<(u64, u64, u64)>,
 }
 
 /// What a copy of the header says.
-enum HeaderState {
+pub(crate) enum HeaderState {
     /// A valid pool header (magic, version, capacity = file size, geometry).
     Valid(Header),
     /// [`DEAD_MAGIC`]: a gc marked it and was to unlink it.
@@ -82,7 +88,7 @@ fn word(buf: &[u8], offset: usize) -> u64 {
 /// `fstat` looked) and validates it the way a joining process does: magic,
 /// layout version, capacity equal to the file size, and the geometry
 /// recomputed from the capacity.
-fn read_header(fd: &OwnedFd, size: u64) -> Result<HeaderState> {
+pub(crate) fn read_header(fd: &OwnedFd, size: u64) -> Result<HeaderState> {
     let mut buf = vec![0u8; size_of::<SegmentHeader>()];
     let read = segment::read_at(fd, &mut buf, 0)?;
     let at = |field: usize| word(&buf, field);
@@ -125,15 +131,19 @@ fn read_header(fd: &OwnedFd, size: u64) -> Result<HeaderState> {
         heap_start: at(offset_of!(SegmentHeader, heap_start)),
         heap_end: at(offset_of!(SegmentHeader, heap_end)),
     };
-    if expected != Some(found) {
+    let Some(geometry) = expected.filter(|g| *g == found) else {
         return Ok(HeaderState::Invalid(format!(
             "geometry {found:?} does not match {expected:?}"
         )));
-    }
+    };
     let slot_field = |k: usize, field: usize| {
         at(offset_of!(SegmentHeader, processes) + k * size_of::<ProcessSlot>() + field)
     };
     Ok(HeaderState::Valid(Header {
+        geometry,
+        next_generation: at(offset_of!(SegmentHeader, next_generation)),
+        last_block: at(offset_of!(SegmentHeader, last_block)),
+        reserved_until: at(offset_of!(SegmentHeader, reserved_until)),
         creator_pid: at(offset_of!(SegmentHeader, creator_pid)),
         used_bytes: at(offset_of!(SegmentHeader, used_bytes)),
         live_blocks: at(offset_of!(SegmentHeader, live_blocks)),
@@ -155,7 +165,7 @@ fn stat(fd: &OwnedFd) -> Result<FileStat> {
 }
 
 /// Which slots' liveness locks some process holds.
-fn live_slots(fd: &OwnedFd) -> Vec<bool> {
+pub(crate) fn live_slots(fd: &OwnedFd) -> Vec<bool> {
     (0..MAX_PROCESSES)
         .map(|k| segment::probe_slot(fd, k))
         .collect()

@@ -37,6 +37,7 @@
 //! ```
 
 mod allocator;
+pub mod blocks;
 mod capacity;
 mod check;
 pub mod error;
@@ -60,6 +61,7 @@ pub mod testing;
 mod txn;
 pub mod view;
 
+pub use blocks::{blocks_of, BlockInfo, BlockList, HolderInfo, DEFAULT_BLOCKS_LIMIT};
 pub use check::CheckReport;
 pub use error::{PoolError, Result};
 pub use handle::Handle;

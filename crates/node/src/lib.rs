@@ -20,6 +20,7 @@ compile_error!(
     "arraypool-node catches panics at the napi boundary: build it with panic = \"unwind\""
 );
 
+pub mod blocks;
 mod errors;
 mod exit;
 mod registry;
