@@ -24,6 +24,7 @@ mod errors;
 mod exit;
 mod registry;
 pub mod segments;
+pub mod unsent;
 mod views;
 
 use std::sync::Arc;
