@@ -56,11 +56,14 @@ test.serial('transferRequired: false frees at the last reference', async (t) => 
 
 test.serial('transferRequired: true waits for a receiver before freeing', async (t) => {
   const a = makeTransferable(new Int32Array(10));
+  // The handle is taken before the release: a block whose handle never left
+  // the process is freed by its last release (issue 12).
+  const handle = a.toHandle();
   a.release();
   t.is(getPool().stats().inFlightBlocks, 1, 'kept in flight');
   const c = await spawnChild();
   try {
-    const got = await c.request('readAndRelease', { arr: a.toHandle() });
+    const got = await c.request('readAndRelease', { arr: handle });
     t.is(got.sum, 0);
     t.is(getPool().stats().inFlightBlocks, 0);
     t.is(getPool().stats().liveBlocks, 0, 'freed once taken over and dropped');

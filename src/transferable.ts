@@ -2,10 +2,21 @@
  * TransferableArray: a typed array living in a pool block, whose structured
  * clone is its handle. The handle fields are its only own enumerable
  * properties; the view and the reference live in private fields.
+ *
+ * Blocks whose handle never left the process (issue 12): `generation` is an
+ * own enumerable getter. Structured clone, JSON, spreading and any code that
+ * builds a handle by hand must read it (a handle without the generation
+ * attaches nothing), and the first read tells the binding that the block's
+ * handle may have left this process (`markEscaped`, per block: any view of
+ * it). Until then the block's last release in this process (`release()` or
+ * GC) frees it even with `transferRequired: true`, since no other process can
+ * be waiting for it. `toHandle()` marks it too. The library's own accesses
+ * (subarray, revive's walk, inspect) use the private copy and mark nothing;
+ * the channels send with `toHandle()`, which marks: they do send.
  */
 
 import { constants as bufferConstants } from 'node:buffer';
-import { types } from 'node:util';
+import { inspect, types } from 'node:util';
 
 import * as binding from '#binding';
 import { ArrayPoolError, native } from './errors.js';
@@ -36,24 +47,50 @@ export interface TransferOptions {
 
 export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implements TransferableHandle {
   readonly __arraypool__: typeof HANDLE_FORMAT = HANDLE_FORMAT;
-  readonly segment: string;
-  readonly offset: number;
-  readonly generation: number;
-  readonly byteOffset: number;
-  readonly byteLength: number;
-  readonly dtype: DType;
-  readonly shape: readonly number[];
+  // Assigned in the constructor, in this order (HANDLE_FIELDS'): `declare`
+  // keeps class fields from defining them first, which would make
+  // `generation` a data property before it becomes the getter.
+  declare readonly segment: string;
+  declare readonly offset: number;
+  /** An own enumerable getter: reading it marks the block's handle as having left the process (see the module doc). */
+  declare readonly generation: number;
+  declare readonly byteOffset: number;
+  declare readonly byteLength: number;
+  declare readonly dtype: DType;
+  declare readonly shape: readonly number[];
+  #generation: number;
+  /** This wrapper told the binding that the block's handle may leave (or did not need to). */
+  #escaped: boolean;
   #array: T;
   #buffer: ArrayBuffer;
   #viewId: number;
   #pool: Pool;
   #released = false;
 
-  /** @internal Use makeTransferable, empty, zeros or revive. */
-  constructor(pool: Pool, buffer: ArrayBuffer, handle: Omit<TransferableHandle, '__arraypool__'>) {
+  /**
+   * The `generation` property of every instance: one shared descriptor, so
+   * that every instance keeps the same hidden class.
+   */
+  static readonly #generationProperty: PropertyDescriptor = {
+    enumerable: true,
+    configurable: false,
+    get(this: TransferableArray): number {
+      if (!this.#escaped) this.#markEscaped();
+      return this.#generation;
+    },
+  };
+
+  /**
+   * @internal Use makeTransferable, empty, zeros or revive. `escaped`: the
+   * block may already be known to other processes (attached from a handle),
+   * so reading the handle needs no mark.
+   */
+  constructor(pool: Pool, buffer: ArrayBuffer, handle: Omit<TransferableHandle, '__arraypool__'>, escaped = false) {
+    this.#generation = handle.generation;
+    this.#escaped = escaped;
     this.segment = handle.segment;
     this.offset = handle.offset;
-    this.generation = handle.generation;
+    Object.defineProperty(this, 'generation', TransferableArray.#generationProperty);
     this.byteOffset = handle.byteOffset;
     this.byteLength = handle.byteLength;
     this.dtype = handle.dtype;
@@ -83,6 +120,24 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
   /** @internal */
   get poolId(): number {
     return this.#pool.id;
+  }
+
+  /**
+   * Tells the binding that this block's handle may leave the process, so it
+   * keeps the transferred rule. Done even once this view is released: other
+   * views of the block in this process may still hold it (a block no longer
+   * held is nothing to protect, and the binding then does nothing). Marked
+   * only on success: if the call throws, so does the serialization.
+   */
+  #markEscaped(): void {
+    native(() => binding.markEscaped(this.#pool.id, this.offset, this.#generation));
+    this.#escaped = true;
+  }
+
+  /** Shows the handle fields without reading the getter (so without marking the block). */
+  [inspect.custom](depth: number, options: object, show: typeof inspect): string {
+    const fields = { __arraypool__: HANDLE_FORMAT, ...this.#handleOf(), released: this.#released };
+    return `TransferableArray ${depth < 0 ? '{...}' : show(fields, { ...options, depth: depth - 1 } as never)}`;
   }
 
   /**
@@ -127,7 +182,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     const byteOffset = this.byteOffset + from * rowBytes;
     const byteLength = (to - from) * rowBytes;
     const buffer = native(() =>
-      binding.share(this.#pool.id, this.offset, this.generation, byteOffset, byteLength, out),
+      binding.share(this.#pool.id, this.offset, this.#generation, byteOffset, byteLength, out),
     );
     return new TransferableArray<T>(this.#pool, buffer, { ...this.#handleOf(), byteOffset, byteLength, shape });
   }
@@ -149,8 +204,13 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     return copy as T;
   }
 
-  /** The plain handle (what structured clone and JSON carry). */
+  /**
+   * The plain handle (what structured clone and JSON carry). Marks the
+   * block's handle as having left the process: it keeps the transferred
+   * rule (in flight after the last release until some process revives it).
+   */
   toHandle(): TransferableHandle {
+    if (!this.#escaped) this.#markEscaped();
     return { __arraypool__: HANDLE_FORMAT, ...this.#handleOf() };
   }
 
@@ -158,7 +218,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     return {
       segment: this.segment,
       offset: this.offset,
-      generation: this.generation,
+      generation: this.#generation,
       byteOffset: this.byteOffset,
       byteLength: this.byteLength,
       dtype: this.dtype,
@@ -204,7 +264,9 @@ function allocate(
 ): { pool: Pool; buffer: ArrayBuffer; handle: Omit<TransferableHandle, '__arraypool__'> } {
   const byteLength = size * DTYPES[dtype].bytesPerElement;
   const pool = getPool();
-  const buffer = native(() => binding.allocate(pool.id, byteLength, transferRequired, out));
+  // allocateLocal: the block's handle is taken not to have left this process
+  // until the TransferableArray's getter or toHandle() marks it.
+  const buffer = native(() => binding.allocateLocal(pool.id, byteLength, transferRequired, out));
   return {
     pool,
     buffer,
@@ -326,7 +388,8 @@ export function attachHandle(value: Record<string, unknown>): TransferableArray 
     binding.attach(pool.id, h.offset, h.generation, h.byteOffset, h.byteLength, out),
   );
   // The pool's own spelling of its name (a handle may say `/arraypool-...`).
-  return new TransferableArray(pool, buffer, { ...h, segment: pool.name });
+  // Attached: the block is transferred, so its handle needs no mark.
+  return new TransferableArray(pool, buffer, { ...h, segment: pool.name }, true);
 }
 
 /**

@@ -35,6 +35,11 @@ pub(crate) struct LocalRef {
     pub generation: u64,
     pub data_len: u64,
     pub count: u64,
+    /// Whether the block's handle may have left this process (see
+    /// `Pool::mark_escaped`). False only for blocks allocated with
+    /// `allocate_local` and never marked since: their last release may then
+    /// free them even if they were allocated `transfer_required`.
+    pub escaped: bool,
 }
 
 #[derive(Default)]

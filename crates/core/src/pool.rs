@@ -222,9 +222,10 @@ impl Pool {
         for (offset, generation) in deferred {
             match state.held(offset, generation) {
                 Some(held) if held.count > 1 => held.count -= 1,
-                Some(_) => {
+                Some(held) => {
+                    let unsent = !held.escaped;
                     state.refs.remove(&offset);
-                    self.queue(offset, generation, false);
+                    self.queue(offset, generation, false, unsent);
                 }
                 None => {} // already released: as `release` would say NotHeld
             }
@@ -255,8 +256,22 @@ impl Pool {
     }
 
     /// Allocates a block with room for `len` bytes and takes one reference
-    /// to it. The data is not cleared.
+    /// to it. The data is not cleared. Its handle is taken to have left this
+    /// process (a `BlockRef` is enough to build one): with
+    /// `transfer_required`, the last release leaves it in flight.
     pub fn allocate(&self, len: u64, transfer_required: bool) -> Result<BlockRef> {
+        self.allocate_with(len, transfer_required, true)
+    }
+
+    /// `allocate` for a caller that tracks whether the block's handle leaves
+    /// this process and says so with `mark_escaped` before it does: until
+    /// then, this process's last release frees the block even if it was
+    /// allocated `transfer_required` (nobody else can have its handle).
+    pub fn allocate_local(&self, len: u64, transfer_required: bool) -> Result<BlockRef> {
+        self.allocate_with(len, transfer_required, false)
+    }
+
+    fn allocate_with(&self, len: u64, transfer_required: bool, escaped: bool) -> Result<BlockRef> {
         self.entered();
         let mut state = self.lock_state();
         state.ensure_open(self.name())?;
@@ -326,6 +341,7 @@ impl Pool {
                 generation: block.generation,
                 data_len: len,
                 count: 1,
+                escaped,
             },
         );
         Ok(block)
@@ -380,6 +396,9 @@ impl Pool {
                 generation: handle.generation,
                 data_len,
                 count: 1,
+                // Attached from a handle: transferred, so the rule frees it
+                // at the last reference anyway.
+                escaped: true,
             },
         );
         Ok(block_ref(handle.offset, handle.generation, data_len))
@@ -402,6 +421,31 @@ impl Pool {
         Ok(block_ref(handle.offset, handle.generation, held.data_len))
     }
 
+    /// Records that the handle of a block this process holds may leave the
+    /// process (it was serialized, or handed out as a plain handle): the
+    /// block keeps the transferred rule from now on. Per block, whichever
+    /// view's handle it was. Returns false (and does nothing) if this
+    /// process does not hold the block: nothing to protect then. Touches no
+    /// shared state; waits only for another thread of this process inside
+    /// an operation, like `share`.
+    pub fn mark_escaped(&self, offset: u64, generation: u64) -> bool {
+        match self.lock_state().held(offset, generation) {
+            Some(held) => {
+                held.escaped = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether this process's copy says the block's handle may have left it
+    /// (None if not held). For tests and diagnostics.
+    pub fn escaped(&self, offset: u64, generation: u64) -> Option<bool> {
+        self.lock_state()
+            .held(offset, generation)
+            .map(|held| held.escaped)
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Relaxed)
     }
@@ -420,7 +464,9 @@ impl Pool {
     }
 
     /// Drops one reference; the last one of this process drops its holder
-    /// record, and the block is freed when the lifetime rule allows. Never
+    /// record, and the block is freed when the lifetime rule allows.
+    /// A block from `allocate_local` never `mark_escaped` is freed by it
+    /// even if `transfer_required` (see `release.rs`). Never
     /// waits: if the segment lock is busy, the drop is queued (see
     /// `release.rs`); if another thread of this process is inside an
     /// operation, the release itself is deferred to whoever comes next.
@@ -439,17 +485,19 @@ impl Pool {
             self.deferred_count.store(deferred.len(), Relaxed);
             return Ok(());
         };
-        match state.held(offset, generation) {
+        let unsent = match state.held(offset, generation) {
             Some(held) if held.count > 1 => {
                 held.count -= 1;
                 return Ok(());
             }
-            Some(_) => {
+            Some(held) => {
+                let unsent = !held.escaped;
                 state.refs.remove(&offset);
+                unsent
             }
             None => return Err(PoolError::NotHeld { offset }),
-        }
-        self.drop_reference(offset, generation)
+        };
+        self.drop_reference(offset, generation, unsent)
     }
 
     /// References this process holds (views counted one by one).
@@ -526,18 +574,20 @@ impl Pool {
         }
         state.closed = true;
         self.closed.store(true, Release);
-        let held: Vec<(u64, u64)> = state
+        let held: Vec<(u64, u64, bool)> = state
             .refs
             .drain()
-            .map(|(offset, r)| (offset, r.generation))
+            .map(|(offset, r)| (offset, r.generation, !r.escaped))
             .collect();
         let slot = self.slot as usize;
         // Queued releases run first in the critical section; then each held
         // block is dropped as its own transaction.
         let left = self.critical_section(Wait::Try, |heap| {
             let mut failed = self.release_failures.load(Relaxed);
-            for &(offset, generation) in &held {
-                let dropped = self.drop_step(heap, offset, generation, false).map(|_| ());
+            for &(offset, generation, unsent) in &held {
+                let dropped = self
+                    .drop_step(heap, offset, generation, false, unsent)
+                    .map(|_| ());
                 if self.committed(dropped).is_err() {
                     failed += 1;
                 }

@@ -5,6 +5,15 @@
 //! or by `flush_releases` (a timer in the Node binding). The holder record
 //! stays in the segment meanwhile, so nothing leaks: if this process dies
 //! first, reaping drops it like any other record of a dead process.
+//!
+//! Unsent blocks: a block allocated with `allocate_local` whose handle
+//! never left this process (no `mark_escaped` before its last local
+//! reference went) is freed by that last release even if it was allocated
+//! `transfer_required`: nobody can be waiting for it. Under the lock, and
+//! only if this process is its sole holder and nobody ever attached it,
+//! `FLAG_TRANSFER_REQUIRED` is cleared (journaled, like every write) before
+//! the holder record is dropped; otherwise the normal rule applies. A
+//! queued release keeps that decision.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -23,6 +32,8 @@ pub(crate) struct QueuedRelease {
     /// The block was marked releasing and its pages punched: only the
     /// record drop and the free remain.
     pub punched: bool,
+    /// The block's handle never left this process (see the module doc).
+    pub unsent: bool,
 }
 
 /// What the first step of a drop decided.
@@ -38,9 +49,10 @@ impl Pool {
     /// Drops this process's holder record of the block (its last local
     /// reference is gone) without waiting for the lock: done now if the
     /// lock is free, else queued.
-    pub(crate) fn drop_reference(&self, offset: u64, generation: u64) -> Result<()> {
+    /// `unsent`: the block's handle never left this process.
+    pub(crate) fn drop_reference(&self, offset: u64, generation: u64, unsent: bool) -> Result<()> {
         let step = self.critical_section(Wait::Try, |heap| {
-            self.drop_step(heap, offset, generation, true)
+            self.drop_step(heap, offset, generation, true, unsent)
         });
         match step {
             Ok(Step::Done) => Ok(()),
@@ -51,26 +63,28 @@ impl Pool {
                 });
                 match finish {
                     Err(PoolError::LockTimeout { .. }) => {
-                        self.queue(offset, generation, punched);
+                        // The transfer flag was cleared with the mark.
+                        self.queue(offset, generation, punched, false);
                         Ok(())
                     }
                     other => other,
                 }
             }
             Err(PoolError::LockTimeout { .. }) => {
-                self.queue(offset, generation, false);
+                self.queue(offset, generation, false, unsent);
                 Ok(())
             }
             Err(e) => Err(e),
         }
     }
 
-    pub(crate) fn queue(&self, offset: u64, generation: u64, punched: bool) {
+    pub(crate) fn queue(&self, offset: u64, generation: u64, punched: bool, unsent: bool) {
         let mut queued = self.lock_queue();
         queued.push(QueuedRelease {
             offset,
             generation,
             punched,
+            unsent,
         });
         self.queued_count.store(queued.len(), Relaxed);
     }
@@ -78,12 +92,16 @@ impl Pool {
     /// First step of a drop, under the lock. A large block that will be
     /// freed is, with `punch_outside`, marked releasing instead (the caller
     /// punches it outside the lock); otherwise it is punched and freed now.
+    /// `unsent`: the block's handle never left this process, so if this
+    /// process is its only holder and nobody ever attached it, it is freed
+    /// even if allocated `transfer_required` (the flag is cleared first).
     pub(crate) fn drop_step(
         &self,
         heap: &Heap,
         offset: u64,
         generation: u64,
         punch_outside: bool,
+        unsent: bool,
     ) -> Result<Step> {
         let b = refs::used_block(heap, offset)?;
         if b.generation.load(Relaxed) != generation {
@@ -95,7 +113,15 @@ impl Pool {
         // Confirmed by its neighbour in `used_block`.
         let size = heap.size_of(offset)?;
         let others = b.holders.load(Relaxed) & !refs::slot_bit(self.slot);
-        let tag = b.tag.load(Relaxed);
+        let mut tag = b.tag.load(Relaxed);
+        if unsent
+            && others == 0
+            && tag & FLAG_TRANSFER_REQUIRED != 0
+            && tag & (FLAG_TRANSFERRED | FLAG_RELEASING) == 0
+        {
+            tag &= !FLAG_TRANSFER_REQUIRED;
+            self.view.set(&b.tag, tag)?;
+        }
         let will_free =
             others == 0 && (tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0);
         let large = will_free && size >= self.options.punch_threshold;
@@ -147,7 +173,7 @@ impl Pool {
             let done = if q.punched {
                 self.finish_punched(heap, q.offset, q.generation, true)
             } else {
-                self.drop_step(heap, q.offset, q.generation, false)
+                self.drop_step(heap, q.offset, q.generation, false, q.unsent)
                     .map(|_| ())
             };
             if self.committed(done).is_err() {

@@ -25,6 +25,7 @@ mod errors;
 mod exit;
 mod registry;
 pub mod segments;
+pub mod unsent;
 mod views;
 
 use std::sync::Arc;
