@@ -70,7 +70,7 @@ test.serial('map: the first failing chunk rejects with its own error and stops t
   t.is(await settledUsed(), baseline);
 });
 
-test.serial('map: an AbortSignal rejects with ERR_ABORTED and kills the running chunks', async (t) => {
+test.serial('map: an AbortSignal rejects with ERR_ABORTED and releases every chunk; the pool works afterwards', async (t) => {
   const baseline = await settledUsed();
   await withPool(async (pp) => {
     const controller = new AbortController();

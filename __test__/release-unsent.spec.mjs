@@ -5,9 +5,9 @@
 // holds: in flight until some process revives it.
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { inspect } from 'node:util';
 import { serialize, deserialize } from 'node:v8';
 import test from 'ava';
@@ -45,6 +45,7 @@ process.send({ id: 'ready' });
 `;
 const childPath = join(mkdtempSync(join(tmpdir(), 'arraypool-unsent-')), 'child.mjs');
 writeFileSync(childPath, CHILD_SOURCE);
+test.after.always(() => rmSync(dirname(childPath), { recursive: true, force: true }));
 
 async function spawn(serialization) {
   const child = fork(childPath, [], { serialization, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });

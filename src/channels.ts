@@ -22,7 +22,9 @@ import {
   attachHandle,
   makeTransferable,
   reviveMessage,
+  markSent,
   toTransferable,
+  unmarkedHandle,
 } from './transferable.js';
 
 /**
@@ -135,6 +137,8 @@ export interface Encoded {
   references: TransferableArray[];
   /** The subset of `references` that are fresh copies (nobody else knows their blocks). */
   copies: TransferableArray[];
+  /** Arrays whose handles the message carries: `markAllSent` just before it leaves. */
+  toMark: TransferableArray[];
 }
 
 export interface Decoded {
@@ -159,6 +163,8 @@ class Encoder {
   readonly copies: TransferableArray[] = [];
   /** The references made for pool views found in the message (ours: released if encoding fails). */
   readonly shared: TransferableArray[] = [];
+  /** Arrays whose handles are in the message: marked as sent only when it is sent. */
+  readonly toMark: TransferableArray[] = [];
   readonly #options: EncodeOptions;
   readonly #memo = new Map<object, unknown>();
 
@@ -192,7 +198,7 @@ class Encoder {
     }
     if (isPlainObject(value)) {
       const out = this.#remember(value, {} as Record<string, unknown>);
-      for (const key of Object.keys(value)) out[key] = this.#encodeAny(value[key]);
+      for (const key of Object.keys(value)) defineOwn(out, key, this.#encodeAny(value[key]));
       return out;
     }
     return value;
@@ -260,7 +266,7 @@ class Encoder {
         const object: Record<string, unknown> = {};
         for (const key of Object.keys(value)) {
           path.push(key);
-          object[key] = this.#encodeJson((value as Record<string, unknown>)[key], path);
+          defineOwn(object, key, this.#encodeJson((value as Record<string, unknown>)[key], path));
           path.pop();
         }
         out = object;
@@ -299,7 +305,8 @@ class Encoder {
     // A released array's block may already hold someone else's data.
     if (t.released) throw new ArrayPoolError('ERR_NOT_HELD', 'cannot send a released TransferableArray');
     if (this.#options.adopt) this.references.push(t);
-    return t.toHandle();
+    this.toMark.push(t);
+    return unmarkedHandle(t);
   }
 
   #encodeView(view: ArrayBufferView): unknown {
@@ -320,6 +327,7 @@ class Encoder {
     if (shared === undefined) return undefined;
     this.references.push(shared);
     this.shared.push(shared);
+    this.toMark.push(shared);
     return mark(shared);
   }
 
@@ -327,8 +335,14 @@ class Encoder {
     const copy = makeTransferable(array, { transferRequired: this.#options.transferRequired });
     this.references.push(copy);
     this.copies.push(copy);
+    this.toMark.push(copy);
     return mark(copy);
   }
+}
+
+/** `out[key] = value` that also makes an own `__proto__` key a property, not the prototype. */
+function defineOwn(out: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 /** `#memo`'s value for an object whose encoding is under way (met again: a cycle). */
@@ -370,23 +384,28 @@ function decodeJsonTag(tag: JsonTag): unknown {
   throw new ArrayPoolError('ERR_INVALID_ARG', `a malformed ${JSON_TAG} tag arrived`);
 }
 
-const mark = (t: TransferableArray): ArrayMark => ({ [ARRAY_MARK]: t.toHandle() });
+const mark = (t: TransferableArray): ArrayMark => ({ [ARRAY_MARK]: unmarkedHandle(t) });
 
 const isArrayMark = (value: object): value is ArrayMark =>
   Object.hasOwn(value, ARRAY_MARK) && looksLikeHandle((value as Record<string, unknown>)[ARRAY_MARK]);
+
+/** @internal Marks the handles of an encoded message as sent: call just before it leaves. */
+export function markAllSent(encoded: Pick<Encoded, 'toMark'>): void {
+  for (const t of encoded.toMark) markSent(t);
+}
 
 /** @internal Replaces the typed arrays of a message by what crosses the channel. */
 export function encodeMessage(message: unknown, options: EncodeOptions): Encoded {
   const encoder = new Encoder(options);
   try {
-    return { message: encoder.encode(message), references: encoder.references, copies: encoder.copies };
+    const encoded = encoder.encode(message);
+    return { message: encoded, references: encoder.references, copies: encoder.copies, toMark: encoder.toMark };
   } catch (error) {
     // Half-encoded (e.g. ERR_NOT_SERIALIZABLE after a large array was
-    // copied): nothing will be sent, so nothing of it may stay. A
-    // transferRequired copy would wait in flight for a receiver: reclaimed.
+    // copied): nothing will be sent, so nothing of it may stay. Nothing was
+    // marked as sent yet, so releasing frees even a transferRequired copy.
     releaseAll(encoder.shared);
-    if (options.transferRequired) reclaim(encoder.copies);
-    else releaseAll(encoder.copies);
+    releaseAll(encoder.copies);
     throw error;
   }
 }
@@ -395,7 +414,7 @@ export function encodeMessage(message: unknown, options: EncodeOptions): Encoded
  * @internal Revives a received message in place. On failure (e.g. a stale
  * handle) releases what it had attached and throws.
  */
-export function decodeMessage(message: unknown, { plainArrays }: { plainArrays: boolean }): Decoded {
+export function decodeMessage(message: unknown, { plainArrays, json }: { plainArrays: boolean; json: boolean }): Decoded {
   const references: TransferableArray[] = [];
   const attach = (handle: object): TransferableArray => {
     const t = attachHandle(handle as Record<string, unknown>);
@@ -407,7 +426,8 @@ export function decodeMessage(message: unknown, { plainArrays }: { plainArrays: 
       // Handles become TransferableArrays (or, with `plainArrays`, their
       // `.array`); marked arrays become plain typed arrays.
       if (isArrayMark(node)) return attach(node[ARRAY_MARK]).array;
-      if (isJsonTag(node)) return decodeJsonTag(node);
+      // Tags exist only on JSON channels: elsewhere such a key is the sender's data.
+      if (json && isJsonTag(node)) return decodeJsonTag(node);
       if (!looksLikeHandle(node)) return NOT_A_LEAF;
       const t = attach(node);
       return plainArrays ? t.array : t;
@@ -512,7 +532,7 @@ export async function send(target: MessageTarget, message: unknown, options: Sen
     adopt: false,
   });
   try {
-    await deliver(to, encoded.message);
+    await deliver(to, encoded.message, () => markAllSent(encoded));
   } catch (error) {
     reclaim(encoded.copies);
     throw error;
@@ -529,8 +549,10 @@ function processSerialization(channelOwner: object, stated: Serialization | unde
   return read ?? stated ?? 'json';
 }
 
-function deliver(target: Exclude<MessageTarget, ClusterWorker>, message: unknown): Promise<void> {
+/** Sends `message`; `leaving()` runs once nothing can stop it any more but the send itself. */
+function deliver(target: Exclude<MessageTarget, ClusterWorker>, message: unknown, leaving: () => void): Promise<void> {
   if ('postMessage' in target) {
+    leaving();
     target.postMessage(message);
     return Promise.resolve();
   }
@@ -539,6 +561,7 @@ function deliver(target: Exclude<MessageTarget, ClusterWorker>, message: unknown
     if (typeof channel.send !== 'function' || channel.connected !== true) {
       throw new ArrayPoolError('ERR_INVALID_ARG', 'send: the process has no connected IPC channel');
     }
+    leaving();
     channel.send(message, (error) => (error ? reject(error) : resolve()));
   });
 }
@@ -578,10 +601,15 @@ export function onMessage<T = unknown>(
   // A cluster Worker re-emits its process's messages (the cluster's own
   // internal ones aside): listening to either is the same.
   const emitter = source as EventEmitter;
+  const owner = isClusterWorker(source) ? source.process : source;
+  let json: boolean | undefined;
   const listener = (raw: unknown): void => {
     let decoded: Decoded;
     try {
-      decoded = decodeMessage(raw, { plainArrays: false });
+      // JSON tags are decoded only on a JSON channel (a process channel
+      // whose mode is not known to be 'advanced'); threads and ports clone.
+      json ??= !('postMessage' in owner) && channelSerialization(owner) !== 'advanced';
+      decoded = decodeMessage(raw, { plainArrays: false, json });
     } catch (error) {
       if (options.onError === undefined) throw error;
       options.onError(error);

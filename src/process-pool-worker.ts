@@ -3,7 +3,7 @@
  * the task module once, then runs one task at a time as the parent sends
  * them. Not part of the public API.
  */
-import { decodeMessage, encodeMessage, releaseAll } from './channels.js';
+import { decodeMessage, encodeMessage, markAllSent, releaseAll } from './channels.js';
 import { ArrayPoolError } from './errors.js';
 import { startPool } from './pool.js';
 import type { FromWorker, RemoteError, ToWorker, WorkerConfig } from './process-pool.js';
@@ -70,11 +70,11 @@ async function runTask(id: number, name: string, encodedArgs: unknown): Promise<
   let answer: Answer;
   try {
     const task = findTask(name);
-    const decoded = decodeMessage(encodedArgs, { plainArrays: true });
+    const decoded = decodeMessage(encodedArgs, { plainArrays: true, json: config.json });
     args.push(...decoded.references);
     answer = encodeResult(id, await task(...(decoded.message as unknown[])));
   } catch (error) {
-    answer = { message: failure(id, error), references: [] };
+    answer = { message: failure(id, error), references: [], toMark: [] };
   }
   // Before answering (the result, once encoded, holds its own references):
   // when the parent hears back, this process holds none of the arguments.
@@ -86,6 +86,8 @@ interface Answer {
   message: FromWorker;
   /** The result's references, kept until the parent has attached them. */
   references: TransferableArray[];
+  /** Arrays whose handles the result carries: marked as sent when it is sent. */
+  toMark: TransferableArray[];
 }
 
 /**
@@ -102,11 +104,16 @@ function encodeResult(id: number, value: unknown): Answer {
     adopt: true,
   });
   const held = result.references.length > 0;
-  return { message: { kind: 'settled', id, ok: true, value: result.message, held }, references: result.references };
+  return {
+    message: { kind: 'settled', id, ok: true, value: result.message, held },
+    references: result.references,
+    toMark: result.toMark,
+  };
 }
 
 function answerParent(id: number, answer: Answer): void {
   try {
+    markAllSent(answer);
     reply(answer.message);
   } catch (error) {
     // The result could not be serialized (e.g. it holds a function).

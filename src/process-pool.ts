@@ -16,7 +16,7 @@ import { availableParallelism } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { decodeMessage, encodeMessage, inlineThreshold, releaseAll, type Serialization } from './channels.js';
+import { decodeMessage, encodeMessage, inlineThreshold, markAllSent, releaseAll, type Serialization } from './channels.js';
 import { type PoolTypedArray } from './dtypes.js';
 import { ArrayPoolError, type ErrorCode } from './errors.js';
 import { SEGMENT_ENV, getPool, type Pool } from './pool.js';
@@ -140,6 +140,8 @@ interface Task {
   readonly args: unknown;
   /** The parent's references to the argument copies, held until the task settles. */
   readonly references: TransferableArray[];
+  /** Arrays whose handles the arguments carry: marked as sent when dispatched, not before. */
+  readonly toMark: TransferableArray[];
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: Error) => void;
   readonly signal: AbortSignal | undefined;
@@ -261,8 +263,12 @@ export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> im
         }
       });
       const settled = await Promise.allSettled(results);
-      if (options.signal?.aborted) throw abortedError(name, options.signal);
       const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed || options.signal?.aborted) {
+        // The results of the chunks that did finish are nobody's now.
+        for (const r of settled) if (r.status === 'fulfilled') releaseTransferables(r.value);
+      }
+      if (options.signal?.aborted) throw abortedError(name, options.signal);
       if (failed) {
         // The first failure, not the ERR_ABORTED of the chunks it stopped.
         const first = settled.find(
@@ -296,7 +302,7 @@ export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> im
   #enqueue(name: string, args: unknown, signal: AbortSignal | undefined): Promise<unknown> {
     if (this.#closing) throw closedError(name);
     if (signal?.aborted) throw abortedError(name, signal);
-    const { message, references } = encodeMessage(args, {
+    const { message, references, toMark } = encodeMessage(args, {
       inlineBelowBytes: this.#config.inlineBelowBytes,
       json: this.#config.json,
       transferRequired: false,
@@ -310,6 +316,7 @@ export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> im
         name,
         args: message,
         references,
+        toMark,
         resolve,
         reject,
         signal,
@@ -364,6 +371,7 @@ export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> im
   /** Sends to a worker; a message that cannot be serialized fails its task, not the pool. */
   #post(worker: WorkerProcess, message: ToWorker, task?: Task): void {
     try {
+      if (task !== undefined && message.kind === 'run') markAllSent({ toMark: task.toMark });
       worker.child.send(message, () => {});
     } catch (error) {
       if (task === undefined) return;
@@ -392,7 +400,7 @@ export class ProcessPool<Tasks extends object = Record<string, TaskFunction>> im
   #settleWithResult(worker: WorkerProcess, task: Task, value: unknown, held: boolean): void {
     let outcome: Error | { value: unknown };
     try {
-      outcome = { value: decodeMessage(value, { plainArrays: false }).message };
+      outcome = { value: decodeMessage(value, { plainArrays: false, json: this.#config.json }).message };
     } catch (error) {
       outcome = toError(error);
     }
@@ -487,6 +495,19 @@ function shareable(array: PoolTypedArray | TransferableArray, shape: readonly nu
   const inPool = shape === undefined ? toTransferable(array) : undefined;
   if (inPool) return { whole: inPool, owned: true };
   return { whole: makeTransferable(array, { transferRequired: false, ...(shape ? { shape } : {}) }), owned: true };
+}
+
+/** Releases every TransferableArray in `value` (any depth of arrays, objects, Maps, Sets). */
+function releaseTransferables(value: unknown, seen = new Set<object>()): void {
+  if (typeof value !== 'object' || value === null || seen.has(value)) return;
+  seen.add(value);
+  if (value instanceof TransferableArray) {
+    value.release();
+    return;
+  }
+  if (ArrayBuffer.isView(value)) return;
+  const items = value instanceof Map ? [...value.keys(), ...value.values()] : value instanceof Set ? [...value] : Object.values(value);
+  for (const item of items) releaseTransferables(item, seen);
 }
 
 /** Rows per chunk: the caller's, or four chunks per worker. */

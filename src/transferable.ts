@@ -45,6 +45,11 @@ export interface TransferOptions {
   shape?: readonly number[];
 }
 
+/** @internal The handle, without marking the block as having left the process. */
+export let unmarkedHandle: (t: TransferableArray) => TransferableHandle;
+/** @internal Marks the block as having left the process (what `toHandle()` does). */
+export let markSent: (t: TransferableArray) => void;
+
 export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implements TransferableHandle {
   readonly __arraypool__: typeof HANDLE_FORMAT = HANDLE_FORMAT;
   // Assigned in the constructor, in this order (HANDLE_FIELDS'): `declare`
@@ -212,6 +217,15 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
   toHandle(): TransferableHandle {
     if (!this.#escaped) this.#markEscaped();
     return { __arraypool__: HANDLE_FORMAT, ...this.#handleOf() };
+  }
+
+  static {
+    // The channels encode a message before they know it will be sent: they
+    // take the handle without marking, and mark just before it leaves.
+    unmarkedHandle = (t) => ({ __arraypool__: HANDLE_FORMAT, ...t.#handleOf() });
+    markSent = (t) => {
+      if (!t.#escaped) t.#markEscaped();
+    };
   }
 
   #handleOf(): Omit<TransferableHandle, '__arraypool__'> {
