@@ -3,27 +3,19 @@
 // CLI can read it by name), closed (and so unlinked) at the end; the corrupt
 // header test uses a named pool of its own, owned by a forked process.
 import test from 'ava';
-import { fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, existsSync, openSync, rmSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import { ArrayPoolError, makeTransferable, revive, startPool } from '../dist/index.js';
-import { spawnChild } from './helpers.mjs';
+import { runCli, spawnChild } from './helpers.mjs';
 
 const CLI = fileURLToPath(new URL('../dist/src/cli.js', import.meta.url));
 const OWNER = fileURLToPath(new URL('./fixtures/owner.mjs', import.meta.url));
 const shmPath = (name) => `/dev/shm/${name}`;
 
-/** Runs the CLI; resolves with how it ended and what it printed. */
-function cli(...args) {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return once(child, 'close').then(([code, signal]) => ({ code, signal, stdout, stderr }));
-}
+const cli = (...args) => runCli(CLI, ...args);
 
 const pool = startPool({ backing: 'shm', size: '4M' });
 test.after.always(() => {

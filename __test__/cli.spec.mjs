@@ -4,12 +4,13 @@
 // and refuses. gc only ever runs on names given explicitly (the file's own),
 // never on the whole of /dev/shm: other tests' abandoned pools are theirs.
 import test from 'ava';
-import { fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import * as binding from '../binding.js';
+import { runCli } from './helpers.mjs';
 
 const OWNER = fileURLToPath(new URL('./fixtures/owner.mjs', import.meta.url));
 const TRUNCATE_LOOP = fileURLToPath(new URL('./fixtures/truncate-loop.mjs', import.meta.url));
@@ -21,15 +22,7 @@ const RUNS = Number(process.env.ARRAYPOOL_CLI_RUNS ?? 60);
 const shmPath = (name) => `/dev/shm/${name}`;
 const randomName = () => `arraypool-clitest-${process.pid}-${Math.random().toString(36).slice(2, 12)}`;
 
-/** Runs the CLI; resolves with how it ended and what it printed. */
-function cli(...args) {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return once(child, 'close').then(([code, signal]) => ({ code, signal, stdout, stderr }));
-}
+const cli = (...args) => runCli(CLI, ...args);
 
 /** A named pool (1 MiB by default) owned by a forked process; `kill()` leaves it abandoned. */
 async function namedPool(size = '1M') {

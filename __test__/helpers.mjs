@@ -1,5 +1,5 @@
 // Test helpers: forking the fixture child and talking to it.
-import { fork } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 
@@ -70,3 +70,13 @@ export const DTYPE_SAMPLES = [
   [BigUint64Array, 2n ** 63n],
   [Buffer, 0xab],
 ];
+
+/** Runs the CLI at `cliPath`; resolves with how it ended and what it printed. */
+export function runCli(cliPath, ...args) {
+  const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  return once(child, 'close').then(([code, signal]) => ({ code, signal, stdout, stderr }));
+}

@@ -278,9 +278,9 @@ function allocate(
 ): { pool: Pool; buffer: ArrayBuffer; handle: Omit<TransferableHandle, '__arraypool__'> } {
   const byteLength = size * DTYPES[dtype].bytesPerElement;
   const pool = getPool();
-  // allocateLocal: the block's handle is taken not to have left this process
-  // until the TransferableArray's getter or toHandle() marks it.
-  const buffer = native(() => binding.allocateLocal(pool.id, byteLength, transferRequired, out));
+  // The block's handle is taken not to have left this process until the
+  // TransferableArray's getter or toHandle() marks it.
+  const buffer = native(() => binding.allocate(pool.id, byteLength, transferRequired, out));
   return {
     pool,
     buffer,

@@ -87,12 +87,7 @@ impl SegmentView {
 mod tests {
     use super::*;
 
-    fn with_view(f: impl FnOnce(SegmentView)) {
-        let mut memory = vec![0u64; 65536];
-        // SAFETY: a local buffer larger than the header, alive during `f`.
-        let view = unsafe { SegmentView::new(memory.as_mut_ptr() as *mut u8, 65536 * 8) };
-        f(view);
-    }
+    use crate::view::with_test_view as with_view;
 
     #[test]
     fn rollback_restores_in_reverse_order() {

@@ -368,16 +368,7 @@ impl Pool {
             let b = self.view.block(handle.offset);
             if b.is_none_or(|b| b.tag.load(Relaxed) & FLAG_TRANSFERRED == 0) {
                 self.critical_section(self.wait(), |heap| {
-                    let b = refs::used_block(heap, handle.offset)?;
-                    if b.generation.load(Relaxed) != handle.generation {
-                        return Err(PoolError::corrupt(
-                            "generation",
-                            format!(
-                                "the block at {} this process holds changed generation",
-                                handle.offset
-                            ),
-                        ));
-                    }
+                    let b = refs::held_block(heap, handle.offset, handle.generation)?;
                     self.view
                         .set(&b.tag, b.tag.load(Relaxed) | FLAG_TRANSFERRED)
                 })?;

@@ -47,6 +47,19 @@ pub fn used_block<'a>(heap: &Heap<'a>, offset: u64) -> Result<&'a BlockHeader> {
     Ok(b)
 }
 
+/// The used block at `offset` that this process holds as `generation`:
+/// another generation there means the segment changed under a holder.
+pub fn held_block<'a>(heap: &Heap<'a>, offset: u64, generation: u64) -> Result<&'a BlockHeader> {
+    let b = used_block(heap, offset)?;
+    if b.generation.load(Relaxed) != generation {
+        return Err(PoolError::corrupt(
+            "generation",
+            format!("the block at {offset} this process holds changed generation"),
+        ));
+    }
+    Ok(b)
+}
+
 fn process_slot<'a>(heap: &Heap<'a>, slot: u32) -> &'a ProcessSlot {
     &heap.view.header().processes[slot as usize % MAX_PROCESSES]
 }

@@ -103,13 +103,7 @@ impl Pool {
         punch_outside: bool,
         unsent: bool,
     ) -> Result<Step> {
-        let b = refs::used_block(heap, offset)?;
-        if b.generation.load(Relaxed) != generation {
-            return Err(PoolError::corrupt(
-                "generation",
-                format!("the block at {offset} this process holds changed generation"),
-            ));
-        }
+        let b = refs::held_block(heap, offset, generation)?;
         // Confirmed by its neighbour in `used_block`.
         let size = heap.size_of(offset)?;
         let others = b.holders.load(Relaxed) & !refs::slot_bit(self.slot);
@@ -147,13 +141,7 @@ impl Pool {
         generation: u64,
         punched: bool,
     ) -> Result<()> {
-        let b = refs::used_block(heap, offset)?;
-        if b.generation.load(Relaxed) != generation {
-            return Err(PoolError::corrupt(
-                "generation",
-                format!("the block at {offset} being released changed generation"),
-            ));
-        }
+        let b = refs::held_block(heap, offset, generation)?;
         if refs::drop_holder(heap, b, self.slot, false)? == Dropped::Free {
             refs::free_block(heap, offset, punched)?;
         }

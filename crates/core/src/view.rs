@@ -84,3 +84,12 @@ impl SegmentView {
         addr.wrapping_sub(base) as u64
     }
 }
+
+/// A view over ordinary memory, larger than the header, for unit tests.
+#[cfg(test)]
+pub(crate) fn with_test_view(f: impl FnOnce(SegmentView)) {
+    let mut memory = vec![0u64; 65536];
+    // SAFETY: a local buffer larger than the header, alive during `f`.
+    let view = unsafe { SegmentView::new(memory.as_mut_ptr() as *mut u8, 65536 * 8) };
+    f(view);
+}

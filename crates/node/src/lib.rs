@@ -199,6 +199,8 @@ pub fn is_creator(id: u32) -> Result<bool, Code> {
 
 /// Allocates `byteLength` bytes and returns an external ArrayBuffer over
 /// them (holding one reference). Writes `[viewId, offset, generation]` to `out`.
+/// The block's handle is taken not to have left this process until
+/// `markEscaped` (unsent.rs) says so.
 #[napi(catch_unwind)]
 pub fn allocate<'env>(
     env: &'env Env,
@@ -211,7 +213,9 @@ pub fn allocate<'env>(
         let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
         views::check_view_size(len)?;
         let pool = pool(pool_id)?;
-        let block = pool.allocate(len, transfer_required).map_err(from_pool)?;
+        let block = pool
+            .allocate_local(len, transfer_required)
+            .map_err(from_pool)?;
         views::external_view(env, pool_id, pool, block, 0, len, out)
     })
 }

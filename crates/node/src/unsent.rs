@@ -1,35 +1,15 @@
 //! Blocks whose handle never left this process (issue 12, item 3).
-//! `allocateLocal` is `allocate` for the TransferableArray path, which
-//! calls `markEscaped` before a handle can leave (a read of the handle's
-//! `generation`, `toHandle()`): until then the block's last release in this
-//! process frees it even if it was allocated `transferRequired`.
+//! `allocate` (lib.rs) takes a new block's handle not to have left; the
+//! TransferableArray calls `markEscaped` before a handle can leave (a read
+//! of the handle's `generation`, `toHandle()`): until then the block's last
+//! release in this process frees it even if it was allocated
+//! `transferRequired`.
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::errors::{from_pool, guard, to_u64, Code};
-use crate::{any_pool, pool, views};
-
-/// `allocate`, with the block's handle taken not to have left this process
-/// until `markEscaped` says so. Writes `[viewId, offset, generation]` to `out`.
-#[napi(catch_unwind)]
-pub fn allocate_local<'env>(
-    env: &'env Env,
-    pool_id: u32,
-    byte_length: f64,
-    transfer_required: bool,
-    out: Unknown,
-) -> Result<ArrayBuffer<'env>, Code> {
-    guard(|| {
-        let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
-        views::check_view_size(len)?;
-        let pool = pool(pool_id)?;
-        let block = pool
-            .allocate_local(len, transfer_required)
-            .map_err(from_pool)?;
-        views::external_view(env, pool_id, pool, block, 0, len, out)
-    })
-}
+use crate::any_pool;
+use crate::errors::{guard, to_u64, Code};
 
 /// Records that the handle of a block this process holds may leave the
 /// process: it keeps the transferred rule from now on. Returns false if this
