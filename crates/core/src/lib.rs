@@ -49,6 +49,7 @@ pub mod layout;
 mod local;
 pub mod lock;
 pub mod memfd;
+mod outstanding;
 pub mod pool;
 mod reap;
 mod refs;

@@ -40,6 +40,10 @@ pub struct PoolOptions {
     pub backing: Backing,
     /// Freed blocks at least this large give their pages back to the system.
     pub punch_threshold: u64,
+    /// Free bytes the segment keeps backed for fast reuse: beyond them, a
+    /// freed block of at least 1 MiB gives its pages back too (see
+    /// `should_punch`).
+    pub warm_free_budget: u64,
     /// Cold pages are reserved in chunks of this many bytes, so small
     /// allocations do not each cost a syscall.
     pub reserve_chunk: u64,
@@ -54,6 +58,7 @@ impl Default for PoolOptions {
             name: None,
             backing: Backing::default(),
             punch_threshold: 256 << 20,
+            warm_free_budget: 256 << 20,
             reserve_chunk: 2 << 20,
             lock_timeout: Duration::from_secs(10),
         }
@@ -85,6 +90,9 @@ pub struct Stats {
     /// Registered processes that are alive.
     pub processes: u64,
     pub lock_takeovers: u64,
+    /// Bytes of the segment backed by memory now (tmpfs pages reserved or
+    /// touched and not given back): what the pool costs the machine.
+    pub backed_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -540,6 +548,7 @@ impl Pool {
                 in_flight_blocks: h.in_flight_blocks.load(Relaxed),
                 processes,
                 lock_takeovers: h.lock_takeovers.load(Relaxed),
+                backed_bytes: self.segment.backed_bytes()?,
             })
         })
     }

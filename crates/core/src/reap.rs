@@ -70,8 +70,7 @@ impl Pool {
                 let was_releasing = b.tag.load(Relaxed) & FLAG_RELEASING != 0;
                 if refs::drop_holder(heap, b, slot, true)? == Dropped::Free {
                     let size = heap.verified_size(offset)?;
-                    let punched =
-                        size >= self.options.punch_threshold && self.punch_block(offset, size);
+                    let punched = self.should_punch(size) && self.punch_block(offset, size);
                     refs::free_block(heap, offset, punched || was_releasing)?;
                     report.blocks_freed += 1;
                     report.bytes_freed += size;

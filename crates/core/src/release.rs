@@ -118,7 +118,7 @@ impl Pool {
         }
         let will_free =
             others == 0 && (tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0);
-        let large = will_free && size >= self.options.punch_threshold;
+        let large = will_free && self.should_punch(size);
         if large && punch_outside {
             // Return the pages outside the lock; meanwhile the block is
             // ours alone and no handle can attach it.

@@ -7,6 +7,10 @@ use crate::layout::*;
 use crate::pool::Pool;
 use crate::segment::Segment;
 
+/// Freed blocks smaller than this keep their pages whatever the budget:
+/// punching a few pages costs more than it returns.
+pub const PUNCH_MIN_BYTES: u64 = 1 << 20;
+
 impl Pool {
     /// Backs heap bytes `[offset, offset + len)` and the block-start bitmap
     /// words that describe them, so no write there can raise SIGBUS.
@@ -31,9 +35,17 @@ impl Pool {
         block_size: u64,
         requested: u64,
     ) -> Result<u64> {
-        let chunk = (round_up(size, self.options.reserve_chunk.max(PAGE)) + BLOCK_HEADER_SIZE)
-            .min(block_size);
         let minimum = (size + BLOCK_HEADER_SIZE).min(block_size);
+        // Chunks spare small allocations a syscall each; a block of half a
+        // chunk or more reserves just itself, else rounding up would back
+        // up to twice its size (a 1 MiB + 64 block took 2 MiB, and the warm
+        // rest was too small for the next one).
+        let chunk = if size >= self.options.reserve_chunk / 2 {
+            minimum
+        } else {
+            (round_up(size, self.options.reserve_chunk.max(PAGE)) + BLOCK_HEADER_SIZE)
+                .min(block_size)
+        };
         match self.reserve_heap(offset, chunk) {
             Ok(()) => Ok(chunk),
             Err(PoolError::NoSpace { .. }) if chunk > minimum => {
@@ -43,6 +55,34 @@ impl Pool {
             }
             Err(PoolError::NoSpace { .. }) => Err(PoolError::NoSpace { requested }),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a block of `size` bytes that is about to be freed gives its
+    /// pages back. From `punch_threshold` on, always; from
+    /// [`PUNCH_MIN_BYTES`] on, when the free bytes the segment keeps backed
+    /// (backed less used, this block included) would exceed
+    /// `warm_free_budget`: a spike returns its memory, while a steady
+    /// working set under the budget stays warm (no `fallocate` on reuse).
+    /// `used_bytes` comes from the shared header: a wrong value only
+    /// changes this heuristic, never what is freed.
+    pub(crate) fn should_punch(&self, size: u64) -> bool {
+        if size >= self.options.punch_threshold {
+            return true;
+        }
+        if size < PUNCH_MIN_BYTES {
+            return false;
+        }
+        let used = self
+            .view
+            .header()
+            .used_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match self.segment.backed_bytes() {
+            Ok(backed) => {
+                backed.saturating_sub(used).saturating_add(size) > self.options.warm_free_budget
+            }
+            Err(_) => false,
         }
     }
 

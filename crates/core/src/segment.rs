@@ -316,6 +316,13 @@ impl Segment {
         .map_err(|e| PoolError::os("fallocate(PUNCH_HOLE)", e))
     }
 
+    /// Bytes of the segment that tmpfs backs now (reserved or touched, not
+    /// punched): `st_blocks` of the file. What the pool costs in memory.
+    pub fn backed_bytes(&self) -> Result<u64> {
+        let st = fstat(&self.fd).map_err(|e| PoolError::os("fstat", e))?;
+        Ok((st.st_blocks as u64).saturating_mul(512))
+    }
+
     /// Gives up the liveness lock of `slot` (leaving a pool while staying
     /// alive), so another process can claim the slot.
     pub fn unlock_slot(&self, slot: usize) {

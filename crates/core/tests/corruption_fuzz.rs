@@ -105,7 +105,8 @@ fn build_template() -> Template {
     let options = |punch_threshold| PoolOptions {
         capacity: Some(CAPACITY),
         backing: Backing::Shm,
-        reserve_chunk: 256 * KIB,
+        // Above every size below, so each reserves a chunk and leaves a warm rest.
+        reserve_chunk: MIB,
         punch_threshold,
         ..Default::default()
     };
