@@ -59,6 +59,8 @@ export {
   type SendOptions,
   type Serialization,
 } from './src/channels.js';
+export { DEFAULT_MAX_BYTES_IN_FLIGHT, bytesInFlight } from './src/backpressure.js';
+export { keep } from './src/received.js';
 
 /** Version of the shared-memory segment layout compiled into the native addon. */
 export function layoutVersion(): number {

@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import { ArrayPoolError, ProcessPool, getPool, makeTransferable, onMessage, send, startPool, zeros } from '../dist/index.js';
+import { ArrayPoolError, ProcessPool, getPool, keep, makeTransferable, onMessage, send, startPool, zeros } from '../dist/index.js';
 import { collectGarbage } from './helpers.mjs';
 
 const ECHO = fileURLToPath(new URL('./fixtures/json-echo.mjs', import.meta.url));
@@ -86,7 +86,7 @@ function assertSame(t, back, sent, path = 'message') {
 function converse(target) {
   const waiting = new Map();
   const stop = onMessage(target, ({ id, answer }) => {
-    waiting.get(id)?.(answer);
+    waiting.get(id)?.(keep(answer));
     waiting.delete(id);
   });
   let next = 0;

@@ -11,6 +11,7 @@ import {
   DEFAULT_INLINE_BELOW_BYTES,
   TransferableArray,
   getPool,
+  keep,
   makeTransferable,
   onMessage,
   send,
@@ -31,7 +32,7 @@ async function startChild(serialization = 'advanced') {
   const child = fork(CHILD, [serialization], { serialization, execArgv: ['--expose-gc'] });
   const waiting = new Map();
   const stop = onMessage(child, ({ id, answer }) => {
-    waiting.get(id)?.(answer);
+    waiting.get(id)?.(keep(answer));
     waiting.delete(id);
   });
   const answerTo = (id) => new Promise((resolve) => waiting.set(id, resolve));
@@ -179,7 +180,7 @@ test.serial('worker threads: send to a Worker, and back from its parentPort', as
     const answer = new Promise((resolve) => {
       const stop = onMessage(worker, (message) => {
         stop();
-        resolve(message);
+        resolve(keep(message));
       });
     });
     const x = new Float64Array(LARGE).fill(1);

@@ -7,7 +7,7 @@ import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 
-import { ArrayPoolError, ProcessPool, makeTransferable, onMessage, send, startPool } from '../dist/index.js';
+import { ArrayPoolError, ProcessPool, keep, makeTransferable, onMessage, send, startPool } from '../dist/index.js';
 
 const ECHO = fileURLToPath(new URL('./fixtures/json-echo.mjs', import.meta.url));
 const TASKS = fileURLToPath(new URL('./fixtures/map-tasks.mjs', import.meta.url));
@@ -24,7 +24,7 @@ async function request(c, id, op, payload) {
     const stop = onMessage(c, (msg) => {
       if (msg.id === id) {
         stop();
-        resolve(msg.answer);
+        resolve(keep(msg.answer));
       }
     });
   });

@@ -10,7 +10,7 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-import { onMessage, send, startPool } from '../dist/index.js';
+import { keep, onMessage, send, startPool } from '../dist/index.js';
 
 const SIZES = [64, 256, 1024, 2048, 4096, 8192, 16384];
 
@@ -26,7 +26,7 @@ if (process.argv[2] === 'echo') {
   const child = fork(fileURLToPath(import.meta.url), ['echo'], { serialization: 'json' });
   await new Promise((r) => child.once('message', r));
   let waiting;
-  onMessage(child, (m) => waiting(m));
+  onMessage(child, (m) => waiting(keep(m)));
   const roundTrip = async (message, inlineBelowBytes) => {
     const back = new Promise((r) => (waiting = r));
     await send(child, message, { inlineBelowBytes });

@@ -2,7 +2,7 @@
 import cluster from 'node:cluster';
 import { once } from 'node:events';
 
-import { empty, getPool, onMessage, send, startPool } from '../dist/index.js';
+import { empty, getPool, keep, onMessage, send, startPool } from '../dist/index.js';
 
 // The primary starts the pool before forking; each worker's top level
 // attaches to it (cluster workers inherit the environment).
@@ -14,7 +14,8 @@ async function runWorker(rows) {
   // The worker says 'ready' once it listens: a message sent earlier (say on
   // 'online', before its module has run) would be lost.
   await once(worker, 'message');
-  const answer = new Promise((resolve) => onMessage(worker.process, resolve));
+  // The answer's arrays are released when the handler returns, unless kept.
+  const answer = new Promise((resolve) => onMessage(worker.process, (m) => resolve(keep(m))));
   // A subarray of pool memory goes as a handle of that range: no copy.
   await send(worker.process, { rows });
   const result = await answer;

@@ -13,7 +13,9 @@ import type { Worker as ClusterWorker } from 'node:cluster';
 import type { EventEmitter } from 'node:events';
 import type { MessagePort, Worker } from 'node:worker_threads';
 
+import { channelBudget, maxBytesInFlight, type ChannelEnd } from './backpressure.js';
 import { ArrayPoolError } from './errors.js';
+import { handleThenRelease, receive } from './received.js';
 import { dtypeOf, type PoolTypedArray } from './dtypes.js';
 import { looksLikeHandle, type TransferableHandle } from './handle.js';
 import {
@@ -496,6 +498,16 @@ export interface SendOptions {
    * on a JSON channel DEFAULT_JSON_INLINE_BELOW_BYTES).
    */
   inlineBelowBytes?: number;
+  /**
+   * The channel's budget: `send` waits (before copying anything) while the
+   * pool copies it sent to this target and that are not given back yet
+   * reach this many bytes. Default DEFAULT_MAX_BYTES_IN_FLIGHT (64 MiB);
+   * `Infinity` never waits. Per send: pass the same value on every send to
+   * a target to give that channel its own budget.
+   */
+  maxBytesInFlight?: number;
+  /** Aborting while the send waits for room rejects it with ERR_ABORTED (nothing was copied or sent). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -518,6 +530,13 @@ const isClusterWorker = (target: object): target is ClusterWorker =>
  * cannot carry (Map, Set, Date, BigInt, undefined, cycles…) is
  * ERR_NOT_SERIALIZABLE before anything is allocated or sent.
  *
+ * Backpressure: the copies count against the channel's budget
+ * (`maxBytesInFlight`) until the receiver gives them back (`onMessage`
+ * does when the handler is done). While the budget is used up, `send`
+ * waits before copying: then the arrays are read when the send goes, so
+ * do not change them before the promise resolves. Sends to one target
+ * leave in call order.
+ *
  * Resolves once the message is on its way (child processes: the send
  * callback; threads and ports: right away).
  */
@@ -525,12 +544,18 @@ export async function send(target: MessageTarget, message: unknown, options: Sen
   const to = isClusterWorker(target) ? target.process : target;
   const viaProcess = !('postMessage' in to);
   const serialization = viaProcess ? processSerialization(to, options.serialization) : 'advanced';
-  const encoded = encodeMessage(message, {
-    inlineBelowBytes: inlineThreshold(serialization, options.inlineBelowBytes),
-    json: serialization === 'json',
-    transferRequired: true,
-    adopt: false,
-  });
+  const inlineBelowBytes = inlineThreshold(serialization, options.inlineBelowBytes);
+  const budget = channelBudget(to, channelEnd(to));
+  const turn = budget.admit(maxBytesInFlight(options.maxBytesInFlight), options.signal);
+  // Without a wait, the message is copied now, within the call.
+  if (turn !== undefined) await turn;
+  let encoded: Encoded;
+  try {
+    encoded = encodeMessage(message, { inlineBelowBytes, json: serialization === 'json', transferRequired: true, adopt: false });
+    budget.add(encoded.copies);
+  } finally {
+    budget.next();
+  }
   try {
     await deliver(to, encoded.message, () => markAllSent(encoded));
   } catch (error) {
@@ -540,6 +565,19 @@ export async function send(target: MessageTarget, message: unknown, options: Sen
     releaseAll(encoded.references);
   }
 }
+
+/**
+ * Whether the other end of a channel can still give blocks back: a process
+ * channel while connected, a thread until it exits, a port until it closes.
+ */
+function channelEnd(to: Exclude<MessageTarget, ClusterWorker>): ChannelEnd {
+  if (!('postMessage' in to)) return { isOpen: () => to.connected === true };
+  let open = true;
+  (to as EventEmitter).once(isThreadWorker(to) ? 'exit' : 'close', () => (open = false));
+  return { isOpen: () => open };
+}
+
+const isThreadWorker = (to: Worker | MessagePort): to is Worker => 'threadId' in to && 'terminate' in to;
 
 function processSerialization(channelOwner: object, stated: Serialization | undefined): Serialization {
   const read = channelSerialization(channelOwner);
@@ -580,6 +618,15 @@ export type MessageSource = ChildProcess | NodeJS.Process | ClusterWorker | Work
 
 export interface OnMessageOptions {
   /**
+   * Default true: the message's arrays are released as soon as the handler
+   * is done (it returned, or the promise it returned settled), so their
+   * blocks are freed at once and the sender's budget refills; `keep(value)`
+   * inside the handler exempts what it is given. False: nothing is released
+   * here (plain arrays go with garbage collection, TransferableArrays with
+   * their `release()`).
+   */
+  autoRelease?: boolean;
+  /**
    * Called instead of throwing when a message cannot be revived (e.g. a
    * stale handle: the sender's block was freed before it arrived). Without
    * it the error is thrown from the listener, as an uncaught exception.
@@ -589,15 +636,18 @@ export interface OnMessageOptions {
 
 /**
  * Calls `handler` with each message from `source`, revived: handles become
- * TransferableArrays (release them when done), arrays that were sent plain
- * arrive as plain typed arrays viewing the pool (garbage-collected). Returns
- * the function that unsubscribes.
+ * TransferableArrays, arrays that were sent plain arrive as plain typed
+ * arrays viewing the pool. When the handler is done (it returned, or the
+ * promise it returned settled), they are released — emptied, their blocks
+ * freed — unless passed to `keep()` while it ran (or `autoRelease: false`).
+ * Returns the function that unsubscribes.
  */
 export function onMessage<T = unknown>(
   source: MessageSource,
-  handler: (message: T) => void,
+  handler: (message: T) => unknown,
   options: OnMessageOptions = {},
 ): () => void {
+  const autoRelease = options.autoRelease ?? true;
   // A cluster Worker re-emits its process's messages (the cluster's own
   // internal ones aside): listening to either is the same.
   const emitter = source as EventEmitter;
@@ -615,7 +665,12 @@ export function onMessage<T = unknown>(
       options.onError(error);
       return;
     }
-    handler(decoded.message as T);
+    if (!autoRelease) {
+      handler(decoded.message as T);
+      return;
+    }
+    receive(decoded.references);
+    handleThenRelease(() => handler(decoded.message as T), decoded.references);
   };
   emitter.on('message', listener);
   return () => {

@@ -28,7 +28,8 @@ export type ErrorCode =
   | 'ERR_ABORTED'
   | 'ERR_UNKNOWN_TASK'
   | 'ERR_PROCESS_POOL_CLOSED'
-  | 'ERR_NOT_SERIALIZABLE';
+  | 'ERR_NOT_SERIALIZABLE'
+  | 'ERR_CHANNEL_CLOSED';
 
 export class ArrayPoolError extends Error {
   readonly code: ErrorCode;

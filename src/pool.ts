@@ -38,6 +38,12 @@ export interface PoolOptions {
   name?: string;
   /** Freed blocks at least this large give their pages back to the system (default 256 MiB). */
   punchThreshold?: number;
+  /**
+   * Free bytes the pool keeps backed by memory for fast reuse (default
+   * 256 MiB): beyond them, freed blocks of 1 MiB or more give their pages
+   * back too, so a spike does not keep its memory. Per process.
+   */
+  warmFreeBytes?: number;
   /** Longest wait for the pool lock while its holder is alive, in ms (default 10 000). */
   lockTimeoutMs?: number;
 }
@@ -52,6 +58,8 @@ export interface PoolStats {
   inFlightBlocks: number;
   processes: number;
   lockTakeovers: number;
+  /** Bytes of the segment backed by memory now (pages reserved or touched and not given back). */
+  backedBytes: number;
   /** Views this process holds in this pool. */
   heldReferences: number;
 }
@@ -317,6 +325,7 @@ function nativeConfig(options: PoolOptions, creating: boolean): binding.PoolConf
     if (options.name !== undefined) config.name = options.name;
   }
   if (options.punchThreshold !== undefined) config.punchThreshold = options.punchThreshold;
+  if (options.warmFreeBytes !== undefined) config.warmFreeBytes = options.warmFreeBytes;
   if (options.lockTimeoutMs !== undefined) config.lockTimeoutMs = options.lockTimeoutMs;
   return config;
 }

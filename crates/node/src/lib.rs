@@ -23,6 +23,7 @@ compile_error!(
 pub mod blocks;
 mod errors;
 mod exit;
+pub mod flight;
 mod registry;
 pub mod segments;
 pub mod unsent;
@@ -57,6 +58,9 @@ pub struct PoolConfig {
     pub backing: Option<String>,
     /// Freed blocks at least this large return their pages to the system.
     pub punch_threshold: Option<f64>,
+    /// Free bytes kept backed for reuse before freed blocks of 1 MiB or
+    /// more return their pages too.
+    pub warm_free_bytes: Option<f64>,
     /// Longest wait for the pool lock held by a live process, in ms.
     pub lock_timeout_ms: Option<f64>,
 }
@@ -83,6 +87,9 @@ fn options(config: Option<PoolConfig>) -> JsResult<PoolOptions> {
         o.name = c.name;
         if let Some(t) = c.punch_threshold {
             o.punch_threshold = to_u64(t, "punchThreshold", "ERR_INVALID_ARG")?;
+        }
+        if let Some(b) = c.warm_free_bytes {
+            o.warm_free_budget = to_u64(b, "warmFreeBytes", "ERR_INVALID_ARG")?;
         }
         if let Some(ms) = c.lock_timeout_ms {
             o.lock_timeout = Duration::from_millis(to_u64(ms, "lockTimeoutMs", "ERR_INVALID_ARG")?);
@@ -348,6 +355,8 @@ pub struct PoolStats {
     pub in_flight_blocks: f64,
     pub processes: f64,
     pub lock_takeovers: f64,
+    /// Bytes of the segment backed by memory now.
+    pub backed_bytes: f64,
     /// References (views) this process holds in this pool.
     pub held_references: f64,
 }
@@ -378,6 +387,7 @@ fn stats_inner(pool_id: u32) -> JsResult<PoolStats> {
         in_flight_blocks: s.in_flight_blocks as f64,
         processes: s.processes as f64,
         lock_takeovers: s.lock_takeovers as f64,
+        backed_bytes: s.backed_bytes as f64,
         held_references: pool.held_references() as f64,
     })
 }

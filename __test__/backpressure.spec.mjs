@@ -1,0 +1,158 @@
+// Backpressure (issue 12, item 2): `send` waits while the copies it sent to
+// a channel and that are not given back reach the channel's budget, and
+// `onMessage` gives a message's arrays back when the handler is done.
+// Real child processes; every bound asserted here follows from the rules,
+// not from timing.
+import test from 'ava';
+import { fork } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+
+import { ArrayPoolError, bytesInFlight, getPool, send, startPool } from '../dist/index.js';
+import { collectGarbage } from './helpers.mjs';
+
+const CONSUMER = fileURLToPath(new URL('./fixtures/frame-consumer.mjs', import.meta.url));
+const MIB = 1 << 20;
+const FRAME_ELEMENTS = MIB / 8;
+
+startPool({ size: '256M' });
+
+async function consumer(mode = 'sum') {
+  const child = fork(CONSUMER, [mode], { serialization: 'advanced', execArgv: ['--expose-gc'] });
+  const [hello] = await once(child, 'message');
+  if (!hello.ready) throw new Error('unexpected hello');
+  /** A control message and its answer, outside send/onMessage (and so outside the budget). */
+  const ask = async (cmd) => {
+    const answer = once(child, 'message');
+    child.send({ cmd });
+    return (await answer)[0];
+  };
+  return { child, ask };
+}
+
+async function stop(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill();
+  await exited;
+}
+
+const frame = (i) => new Float64Array(FRAME_ELEMENTS).fill(i);
+
+async function settledUsed() {
+  await collectGarbage();
+  return getPool().stats().usedBytes;
+}
+
+test.serial('a stream of 1 MiB frames keeps the pool within the budget, in order, with every frame intact', async (t) => {
+  const before = await settledUsed();
+  const { child, ask } = await consumer();
+  const budget = 8 * MIB;
+  const frames = 200;
+  let peak = 0;
+  try {
+    for (let i = 0; i < frames; i++) {
+      await send(child, { i, frame: frame(i) }, { maxBytesInFlight: budget });
+      peak = Math.max(peak, getPool().stats().usedBytes - before);
+    }
+    const { count, order, wrong } = await ask('count');
+    t.is(count, frames);
+    t.deepEqual(order, [...Array(frames).keys()]);
+    t.is(wrong, 0, 'every frame arrived filled with its index');
+    // A send copies only while fewer than `budget` bytes are out: the
+    // budget, one frame, and the block headers.
+    t.true(peak <= budget + MIB + 64 * 1024, `peak ${peak} bytes`);
+    t.true(peak >= MIB, 'frames went through the pool');
+    // The consumer's handler returned for every frame: all given back.
+    t.is(bytesInFlight(child), 0);
+  } finally {
+    await stop(child);
+  }
+  t.is(await settledUsed(), before);
+});
+
+test.serial('sends not awaited still wait their turn: the pool stays bounded and the order is kept', async (t) => {
+  const before = await settledUsed();
+  const { child, ask } = await consumer();
+  const budget = 4 * MIB;
+  const frames = 40;
+  try {
+    const sends = [];
+    let peak = 0;
+    for (let i = 0; i < frames; i++) {
+      sends.push(send(child, { i, frame: frame(i) }, { maxBytesInFlight: budget }).then(() => {
+        peak = Math.max(peak, getPool().stats().usedBytes - before);
+      }));
+    }
+    // Only the first four could copy at once (4 MiB budget); the rest wait.
+    t.true(getPool().stats().usedBytes - before <= budget + 64 * 1024);
+    await Promise.all(sends);
+    const { order, wrong } = await ask('count');
+    t.deepEqual(order, [...Array(frames).keys()]);
+    t.is(wrong, 0);
+    t.true(peak <= budget + MIB + 64 * 1024, `peak ${peak} bytes`);
+  } finally {
+    await stop(child);
+  }
+  t.is(await settledUsed(), before);
+});
+
+test.serial('kept frames count until freed: send waits for them, an abort gives up, a drop lets it go', async (t) => {
+  const before = await settledUsed();
+  const { child, ask } = await consumer('keep');
+  const budget = 4 * MIB;
+  try {
+    for (let i = 0; i < 4; i++) await send(child, { i, frame: frame(i) }, { maxBytesInFlight: budget });
+    t.is(bytesInFlight(child), 4 * MIB);
+    // The fifth waits: a control message sent after it arrives before it.
+    const controller = new AbortController();
+    const aborted = send(child, { i: 4, frame: frame(4) }, { maxBytesInFlight: budget, signal: controller.signal });
+    const fifth = send(child, { i: 4, frame: frame(4) }, { maxBytesInFlight: budget });
+    t.is((await ask('count')).count, 4, 'no frame went beyond the budget');
+    controller.abort();
+    const error = await t.throwsAsync(aborted);
+    t.is(error.code, 'ERR_ABORTED');
+    t.is(getPool().stats().usedBytes - before, 4 * MIB + 4 * 64, 'the aborted send copied nothing');
+    // The consumer lets its frames go: the waiting send leaves.
+    await ask('drop');
+    await fifth;
+    const { order, wrong } = await ask('count');
+    t.deepEqual(order, [0, 1, 2, 3, 4]);
+    t.is(wrong, 0);
+  } finally {
+    await stop(child);
+  }
+  getPool().reap();
+  t.is(await settledUsed(), before);
+});
+
+test.serial('a send waiting on a channel that closes fails with ERR_CHANNEL_CLOSED; Infinity never waits', async (t) => {
+  const { child, ask } = await consumer('keep');
+  try {
+    for (let i = 0; i < 2; i++) await send(child, { i, frame: frame(i) }, { maxBytesInFlight: 2 * MIB });
+    const waiting = send(child, { i: 2, frame: frame(2) }, { maxBytesInFlight: 2 * MIB });
+    t.is((await ask('count')).count, 2);
+    child.disconnect();
+    const error = await t.throwsAsync(waiting);
+    t.true(error instanceof ArrayPoolError);
+    t.is(error.code, 'ERR_CHANNEL_CLOSED');
+  } finally {
+    await stop(child);
+  }
+  getPool().reap();
+  const { child: other, ask: askOther } = await consumer('keep');
+  try {
+    for (let i = 0; i < 6; i++) await send(other, { i, frame: frame(i) }, { maxBytesInFlight: Infinity });
+    t.is((await askOther('count')).count, 6);
+  } finally {
+    await stop(other);
+  }
+  getPool().reap();
+});
+
+test('maxBytesInFlight must be a number > 0', async (t) => {
+  for (const bad of [0, -1, NaN, '8M']) {
+    const error = await t.throwsAsync(send(process, {}, { maxBytesInFlight: bad }));
+    t.is(error.code, 'ERR_INVALID_ARG', String(bad));
+  }
+});

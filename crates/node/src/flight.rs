@@ -1,0 +1,22 @@
+//! The channels' backpressure (issue 12, item 2): `send` keeps the
+//! (offset, generation) of each copy it sent and polls whether it still
+//! exists; a freed copy no longer counts against the channel's budget.
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::any_pool;
+use crate::errors::{guard, to_u64, Code};
+
+/// Whether the block allocated at `offset` as `generation` still exists in
+/// the pool (not yet freed by whoever held it last). A hint read without
+/// the lock; an offset that is not a block is not outstanding.
+#[napi(catch_unwind)]
+pub fn block_outstanding(pool_id: u32, offset: f64, generation: f64) -> Result<bool, Code> {
+    guard(|| {
+        let pool = any_pool(pool_id)?;
+        let offset = to_u64(offset, "offset", "ERR_INVALID_ARG")?;
+        let generation = to_u64(generation, "generation", "ERR_INVALID_ARG")?;
+        Ok(pool.outstanding(offset, generation))
+    })
+}
