@@ -41,7 +41,7 @@ const CONFIG = {
     'handle-latency': { roundTrips: 2000, rounds: 7, warmup: 2 },
     memory: { length: 2e7 },
     contention: { bytes: 1024, durationMs: 1000, rounds: 5, warmup: 1 },
-    'channel-throughput': { frames: 500, window: 8, rounds: 11, warmup: 2 },
+    'channel-throughput': { frames: 200, window: 8, rounds: 21, warmup: 3 },
   },
   quick: {
     poolSize: '512M',
