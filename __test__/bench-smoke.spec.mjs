@@ -19,7 +19,7 @@ test('npm run bench -- --quick runs every scenario and leaves nothing behind', (
   const results = JSON.parse(run.stdout);
   t.is(results.mode, 'quick');
   const ids = results.scenarios.map((s) => s.id);
-  for (const id of ['headline', 'copy-in', 'small-64', 'small-1024', 'small-65536', 'handle-latency', 'memory', 'contention']) {
+  for (const id of ['headline', 'copy-in', 'small-64', 'small-1024', 'small-65536', 'handle-latency', 'memory', 'contention', 'channel-throughput']) {
     t.true(ids.includes(id), `scenario ${id} missing`);
   }
   for (const scenario of results.scenarios) {
@@ -28,6 +28,19 @@ test('npm run bench -- --quick runs every scenario and leaves nothing behind', (
       t.true(Number.isFinite(row.median) && row.median > 0, `${scenario.id}/${row.id}: median ${row.median}`);
       t.true(Number.isFinite(row.ratio) && row.ratio > 0, `${scenario.id}/${row.id}: ratio ${row.ratio}`);
     }
+  }
+  const headline = results.scenarios.find((s) => s.id === 'headline');
+  t.true(headline.rows.some((r) => r.id === 'worker-threads'), 'the headline has its worker_threads row');
+  // Scenario 7 streams through the pool: its use stays within the frames in
+  // flight (the scenario itself fails a round that ends with the pool fuller).
+  const { window } = results.config['channel-throughput'];
+  const channel = results.scenarios.find((s) => s.id === 'channel-throughput');
+  t.deepEqual(
+    channel.rows.map((r) => r.id),
+    ['worker-threads-transfer', 'ipc-advanced', 'arraypool-send-process', 'arraypool-send-thread'],
+  );
+  for (const row of channel.rows.filter((r) => r.id.startsWith('arraypool'))) {
+    t.true(row.extra.poolPeakFrames >= 1 && row.extra.poolPeakFrames <= window + 1, `${row.id}: pool peak ${row.extra.poolPeakFrames} frames`);
   }
   t.true(results.targets.length > 0);
   t.regex(run.stderr, /nothing left behind/);

@@ -9,18 +9,21 @@
  * - `driver`: scenario 5's parent role. It makes a pool of its own, forks a
  *   worker, and on request runs one scenario-1 competitor, while the runner
  *   samples the memory of both.
+ * - `frame-consumer <mode>`: scenario 7's consumer (lib/frame-consumer.mjs),
+ *   attached to its parent's pool like a worker.
  *
  * A child exits when its IPC channel closes (the runner ended or died), so
  * no bench process outlives the run.
  */
 import { getPool, revive, startPool } from '../dist/index.js';
 import { BenchChild, collectGarbage, stopAllChildren } from './lib/children.mjs';
+import { consumeFrames } from './lib/frame-consumer.mjs';
 import { allocationLoop } from './scenarios/contention.mjs';
 import { workerHandlers as headlineHandlers } from './scenarios/headline.mjs';
 import { driveRounds } from './scenarios/memory.mjs';
 import { measureSmallArrays } from './scenarios/small-arrays.mjs';
 
-const [role] = process.argv.slice(2);
+const [role, frameMode] = process.argv.slice(2);
 
 /**
  * op → handler(message) returning `{ reply, afterSend? }` (or a promise of
@@ -58,6 +61,11 @@ if (role === 'driver') {
   startPool();
   listen();
   process.send({ op: 'ready' });
+} else if (role === 'frame-consumer') {
+  startPool();
+  consumeFrames(process, frameMode, (message) => process.send(message));
+  exitOnDisconnect();
+  process.send({ op: 'ready' });
 } else {
   throw new Error(`bench child: unknown role ${JSON.stringify(role)}`);
 }
@@ -73,6 +81,10 @@ function listen() {
       process.send({ op: 'error', message: error?.stack ?? String(error) });
     }
   });
+  exitOnDisconnect();
+}
+
+function exitOnDisconnect() {
   process.on('disconnect', async () => {
     // The runner is done (or gone): stop our own children first, so their
     // exit hooks run too, then leave normally (arraypool's exit hook leaves

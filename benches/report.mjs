@@ -63,6 +63,22 @@ function memoryDetails(results) {
   ].join('\n');
 }
 
+function channelDetails(results) {
+  const channel = results.scenarios.find((s) => s.id === 'channel-throughput');
+  const pooled = channel?.rows.filter((row) => row.extra?.poolPeakMiB !== undefined) ?? [];
+  if (pooled.length === 0) return '';
+  const { window } = results.config['channel-throughput'];
+  return [
+    '### Pool use while streaming (scenario 7)',
+    '',
+    `Peak of the pool's used bytes above the round's start, sampled after each send; at most ${window} frames are in flight. Every round must end with the pool as it started: the consumer releases each frame before acknowledging it.`,
+    '',
+    '| competitor | pool peak above start |',
+    '| --- | ---: |',
+    ...pooled.map((row) => `| ${row.label} | ${row.extra.poolPeakMiB.toFixed(2)} MiB (${row.extra.poolPeakFrames.toFixed(1)} frames) |`),
+  ].join('\n');
+}
+
 export function resultsMarkdown(results) {
   return [
     '# Benchmark results',
@@ -84,6 +100,8 @@ export function resultsMarkdown(results) {
     targetsTable(results),
     '',
     memoryDetails(results),
+    '',
+    channelDetails(results),
     '',
   ].join('\n');
 }

@@ -22,6 +22,7 @@ import { stopAllChildren } from './lib/children.mjs';
 import { describeMachine } from './lib/machine.mjs';
 import { runnable, sweepLeftovers } from './lib/shm.mjs';
 import { resultsTable, resultsMarkdown, targetsTable } from './report.mjs';
+import * as channelThroughput from './scenarios/channel-throughput.mjs';
 import * as contention from './scenarios/contention.mjs';
 import * as copyIn from './scenarios/copy-in.mjs';
 import * as handleLatency from './scenarios/handle-latency.mjs';
@@ -40,6 +41,7 @@ const CONFIG = {
     'handle-latency': { roundTrips: 2000, rounds: 7, warmup: 2 },
     memory: { length: 2e7 },
     contention: { bytes: 1024, durationMs: 1000, rounds: 5, warmup: 1 },
+    'channel-throughput': { frames: 200, window: 8, rounds: 21, warmup: 3 },
   },
   quick: {
     poolSize: '512M',
@@ -49,6 +51,7 @@ const CONFIG = {
     'handle-latency': { roundTrips: 500, rounds: 3, warmup: 1 },
     memory: { length: 2e6 },
     contention: { bytes: 1024, durationMs: 200, rounds: 3, warmup: 1 },
+    'channel-throughput': { frames: 64, window: 8, rounds: 3, warmup: 1 },
   },
 };
 
@@ -59,6 +62,7 @@ const SCENARIOS = [
   { id: 'handle-latency', module: handleLatency },
   { id: 'memory', module: memory },
   { id: 'contention', module: contention },
+  { id: 'channel-throughput', module: channelThroughput },
 ];
 
 function parseArgs(argv) {

@@ -25,7 +25,7 @@ process.on('exit', () => {
  */
 export class BenchChild {
   /**
-   * @param {string} role what child.mjs runs: 'worker' or 'driver'
+   * @param {string} role what child.mjs runs: 'worker', 'driver' or 'frame-consumer'
    * @param {{ args?: string[], env?: NodeJS.ProcessEnv }} [options]
    */
   constructor(role, { args = [], env = process.env } = {}) {
@@ -44,19 +44,7 @@ export class BenchChild {
 
   /** Resolves with the child's next message; rejects if it exits first. */
   nextMessage() {
-    return new Promise((resolve, reject) => {
-      const onMessage = (msg) => {
-        this.process.off('exit', onExit);
-        if (msg && msg.op === 'error') reject(new Error(`bench child ${this.pid}: ${msg.message}`));
-        else resolve(msg);
-      };
-      const onExit = (code, signal) => {
-        this.process.off('message', onMessage);
-        reject(new Error(`bench child ${this.pid} exited (${signal ?? code}) before answering`));
-      };
-      this.process.once('message', onMessage);
-      this.process.once('exit', onExit);
-    });
+    return nextMessage(this.process, `bench child ${this.pid}`);
   }
 
   /** Sends `message` and resolves with the child's answer. */
@@ -77,6 +65,28 @@ export class BenchChild {
   stop() {
     return endChild(this.process, this.exited);
   }
+}
+
+/**
+ * Resolves with the next message `emitter` (a ChildProcess or a worker
+ * thread) emits; rejects on a `{ op: 'error' }` message, an 'error' event,
+ * or if it exits first. `who` names it in the errors.
+ */
+export function nextMessage(emitter, who) {
+  return new Promise((resolve, reject) => {
+    const settle = (fn) => (...args) => {
+      emitter.off('message', onMessage).off('error', onError).off('exit', onExit);
+      fn(...args);
+    };
+    const onMessage = settle((msg) => {
+      if (msg && msg.op === 'error') reject(new Error(`${who}: ${msg.message}`));
+      else resolve(msg);
+    });
+    const onError = settle(reject);
+    // A process exits with (code, signal), a thread with (code).
+    const onExit = settle((code, signal) => reject(new Error(`${who} exited (${signal ?? code}) before answering`)));
+    emitter.once('message', onMessage).once('error', onError).once('exit', onExit);
+  });
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import { parentPort, Worker } from 'node:worker_threads';
 
+import { nextMessage } from './children.mjs';
 import { addOne } from './compute.mjs';
 
 if (parentPort) {
@@ -21,17 +22,9 @@ export class ThreadWorker {
   }
 
   request(x, y) {
-    return new Promise((resolve, reject) => {
-      const settle = (fn) => (value) => {
-        this.worker.off('message', onMessage).off('error', onError).off('exit', onExit);
-        fn(value);
-      };
-      const onMessage = settle(resolve);
-      const onError = settle(reject);
-      const onExit = settle((code) => reject(new Error(`worker thread exited (${code}) before answering`)));
-      this.worker.once('message', onMessage).once('error', onError).once('exit', onExit);
-      this.worker.postMessage({ x, y }, [x.buffer, y.buffer]);
-    });
+    const answer = nextMessage(this.worker, 'worker thread');
+    this.worker.postMessage({ x, y }, [x.buffer, y.buffer]);
+    return answer;
   }
 
   terminate() {
