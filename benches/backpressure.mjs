@@ -4,13 +4,17 @@
  * a forked consumer that sums each frame. How large does the pool get, and
  * how much memory does it keep backed once the stream is over?
  *
- *   - "before": no budget (`maxBytesInFlight: Infinity`) and a consumer that
- *     lets garbage collection drop the frames (`autoRelease: false`), the
- *     0.1 behaviour;
+ *   - "before": no budget (`maxBytesInFlight: Infinity`), a consumer that
+ *     lets garbage collection drop the frames (`autoRelease: false`) and
+ *     no punch budget (`warmFreeBytes: Infinity`): the 0.1 behaviour;
  *   - "now": the defaults (64 MiB budget per channel, frames given back when
  *     the handler returns, punch policy by a 256 MiB warm budget).
  *
- *   node --expose-gc benches/backpressure.mjs [frames=2000]
+ * The consumer sums each frame `passes` times (default 4: slower than the
+ * producer, as a consumer that computes is). "after" is measured once the
+ * consumer has exited and its references were reaped.
+ *
+ *   node --expose-gc benches/backpressure.mjs [frames=2000] [before|now] [passes=4]
  */
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
@@ -23,6 +27,7 @@ const MIB = 1 << 20;
 
 if (process.argv[2] === 'consumer') {
   startPool();
+  const passes = Number(process.argv[4]);
   let frames = 0;
   let checksum = 0;
   onMessage(
@@ -33,7 +38,7 @@ if (process.argv[2] === 'consumer') {
         return;
       }
       let sum = 0;
-      for (let i = 0; i < m.frame.length; i++) sum += m.frame[i];
+      for (let pass = 0; pass < passes; pass++) for (let i = 0; i < m.frame.length; i++) sum += m.frame[i];
       checksum += sum;
       frames++;
     },
@@ -42,9 +47,11 @@ if (process.argv[2] === 'consumer') {
   process.send('ready');
 } else {
   const frames = Number(process.argv[2] ?? 2000);
-  startPool({ size: '4G' });
+  const passes = process.argv[4] ?? '4';
+  const variant = process.argv[3];
   const run = async (label, { budget, autoRelease }) => {
-    const child = fork(fileURLToPath(import.meta.url), ['consumer', autoRelease ? 'auto' : 'gc'], { serialization: 'advanced' });
+    startPool({ size: '4G', warmFreeBytes: label === 'before' ? Number.MAX_SAFE_INTEGER : undefined });
+    const child = fork(fileURLToPath(import.meta.url), ['consumer', autoRelease ? 'auto' : 'gc', passes], { serialization: 'advanced' });
     await once(child, 'message');
     const pool = getPool();
     let peakUsed = 0;
@@ -61,24 +68,23 @@ if (process.argv[2] === 'consumer') {
     const [{ frames: got }] = await answer;
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
     const exited = once(child, 'exit');
-    child.kill();
+    child.kill('SIGKILL');
     await exited;
+    pool.reap();
     const after = pool.stats();
     console.log(
       `${label.padEnd(7)} frames ${got}/${frames}  ${(frames / seconds).toFixed(0)} frames/s  ` +
         `pool peak ${(peakUsed / MIB).toFixed(0)} MiB used, ${(peakBacked / MIB).toFixed(0)} MiB backed; ` +
         `after: ${(after.usedBytes / MIB).toFixed(0)} MiB used, ${(after.backedBytes / MIB).toFixed(0)} MiB backed`,
     );
-    pool.reap();
   };
-  const variant = process.argv[3];
   if (variant === 'before') await run('before', { budget: Infinity, autoRelease: false });
   else if (variant === 'now') await run('now', { budget: undefined, autoRelease: true });
   else {
     // Each variant in a fresh process, with a pool of its own.
-    console.log(`${frames} frames of 1 MiB, await send() to a forked consumer that sums each (node ${process.version})`);
+    console.log(`${frames} frames of 1 MiB, await send() to a forked consumer that sums each ${passes} times (node ${process.version})`);
     for (const v of ['before', 'now']) {
-      const p = fork(fileURLToPath(import.meta.url), [String(frames), v], { execArgv: ['--expose-gc'] });
+      const p = fork(fileURLToPath(import.meta.url), [String(frames), v, passes], { execArgv: ['--expose-gc'] });
       await once(p, 'exit');
     }
   }
