@@ -1,0 +1,143 @@
+//! `Block`: one reference to (a byte range of) a pool block, owned by a
+//! Python object. numpy arrays view it through `__array_interface__`, which
+//! makes the Block their `base`: the reference is released when the last
+//! array over it (and the Block) is gone, never while an array still views
+//! the memory.
+
+use std::sync::Arc;
+
+use arraypool_core::{BlockRef, Pool};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::errors::coded;
+use crate::registry;
+
+#[pyclass(module = "arraypool._native", frozen, weakref)]
+pub struct Block {
+    pool: Arc<Pool>,
+    /// The fork epoch it was made in (see `registry`): a block inherited
+    /// through a fork is the parent's reference, not released by the child.
+    epoch: u64,
+    #[pyo3(get)]
+    pool_id: u32,
+    #[pyo3(get)]
+    offset: u64,
+    #[pyo3(get)]
+    generation: u64,
+    /// Where this range starts in the block's data.
+    #[pyo3(get)]
+    byte_offset: u64,
+    #[pyo3(get)]
+    byte_length: u64,
+    /// The address of the range's first byte in this process.
+    #[pyo3(get)]
+    address: usize,
+    /// The dtype name of the handle (`'float64'`, `'uint8clamped'`, ...).
+    #[pyo3(get)]
+    dtype: String,
+    /// numpy's type string for it (`'<f8'`).
+    typestr: String,
+    shape: Vec<u64>,
+}
+
+impl Block {
+    /// Wraps `[byte_offset, +byte_length)` of a block this process just took
+    /// a reference to. On failure the reference is released again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        py: Python<'_>,
+        pool_id: u32,
+        pool: Arc<Pool>,
+        block: BlockRef,
+        byte_offset: u64,
+        byte_length: u64,
+        dtype: String,
+        typestr: String,
+        shape: Vec<u64>,
+    ) -> PyResult<Block> {
+        let data = pool.data_ptr(&block);
+        let in_block = byte_offset
+            .checked_add(byte_length)
+            .is_some_and(|end| end <= block.data_len);
+        if data.is_null() || !in_block || byte_length > isize::MAX as u64 {
+            // The core never hands out such a block; refuse rather than view
+            // memory outside the mapping.
+            let _ = pool.release(block.offset, block.generation);
+            return Err(coded(
+                py,
+                "ERR_INTERNAL",
+                format!(
+                    "block at {} (data {} bytes) cannot hold [{byte_offset}, +{byte_length})",
+                    block.offset, block.data_len
+                ),
+            ));
+        }
+        Ok(Block {
+            epoch: registry::epoch(),
+            pool_id,
+            offset: block.offset,
+            generation: block.generation,
+            byte_offset,
+            byte_length,
+            // `byte_offset` lies inside the block's data (checked above):
+            // plain address arithmetic, nothing is dereferenced here.
+            address: data as usize + byte_offset as usize,
+            dtype,
+            typestr,
+            shape,
+            pool,
+        })
+    }
+
+    fn current(&self) -> bool {
+        self.epoch == registry::epoch()
+    }
+}
+
+#[pymethods]
+impl Block {
+    /// numpy's array interface (version 3): a writable array of the
+    /// handle's dtype and shape over exactly this range.
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("version", 3)?;
+        d.set_item("typestr", &self.typestr)?;
+        d.set_item("shape", PyTuple::new(py, &self.shape)?)?;
+        d.set_item("data", (self.address, false))?;
+        Ok(d)
+    }
+
+    /// The pool's name (a handle's `segment`).
+    #[getter]
+    fn segment(&self) -> &str {
+        self.pool.name()
+    }
+
+    /// Records that the block's handle may leave this process: it keeps the
+    /// transferred rule from now on. False if this process no longer holds
+    /// it (a block inherited through a fork: its holder is the parent).
+    fn mark_escaped(&self) -> bool {
+        self.current() && self.pool.mark_escaped(self.offset, self.generation)
+    }
+
+    /// Whether this process takes the block's handle to have left it (None:
+    /// not held here). Tests and diagnostics.
+    fn escaped(&self) -> Option<bool> {
+        if !self.current() {
+            return None;
+        }
+        self.pool.escaped(self.offset, self.generation)
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // Never waits (see `Pool::release`); a closed pool has dropped its
+        // references already.
+        if self.current() {
+            let _ = self.pool.release(self.offset, self.generation);
+        }
+    }
+}
