@@ -9,6 +9,7 @@ yields its handle (one small dict), not its bytes."""
 
 import contextvars
 import gc
+import traceback
 import weakref
 
 import numpy as np
@@ -174,9 +175,10 @@ def revive(value):
     """Walks dicts, lists and tuples (any depth; shared and cyclic parts
     visited once) and turns every handle into a PoolArray. Dicts and lists
     are updated in place, tuples rebuilt; returns the revived value. A bad
-    handle raises its ArrayPoolError; what was attached before it is
-    released with the arrays."""
+    handle raises its ArrayPoolError, and the containers are put back as
+    they were: what was attached before it is released at once."""
     seen = {}
+    replaced = []  # (container, key, old value): undone if a handle fails
 
     def visit(node):
         kind = type(node)
@@ -194,11 +196,13 @@ def revive(value):
             for k, v in node.items():
                 after = visit(v)
                 if after is not v:
+                    replaced.append((node, k, v))
                     node[k] = after
         elif kind is list:
             for i, v in enumerate(node):
                 after = visit(v)
                 if after is not v:
+                    replaced.append((node, i, v))
                     node[i] = after
         else:
             items = tuple(visit(v) for v in node)
@@ -209,10 +213,16 @@ def revive(value):
 
     try:
         return visit(value)
+    except BaseException as error:
+        for container, key, old in reversed(replaced):
+            container[key] = old
+        # The traceback's frames would keep the arrays attached so far alive.
+        traceback.clear_frames(error.__traceback__)
+        raise
     finally:
-        # `visit` refers to itself (a cycle only the collector would break):
-        # drop the arrays it saw now, so a failed walk releases them at once.
+        # `visit` refers to itself (a cycle only the collector would break).
         seen.clear()
+        replaced.clear()
 
 
 class object_pool:
