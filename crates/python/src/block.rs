@@ -41,20 +41,23 @@ pub struct Block {
     shape: Vec<u64>,
 }
 
+/// What numpy makes of a block's range: the handle's dtype name, numpy's
+/// type string for it and the shape (checked by the Python side).
+pub struct ArrayLayout {
+    pub dtype: String,
+    pub typestr: String,
+    pub shape: Vec<u64>,
+}
+
 impl Block {
     /// Wraps `[byte_offset, +byte_length)` of a block this process just took
     /// a reference to. On failure the reference is released again.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         py: Python<'_>,
-        pool_id: u32,
-        pool: Arc<Pool>,
+        (pool_id, pool): (u32, Arc<Pool>),
         block: BlockRef,
-        byte_offset: u64,
-        byte_length: u64,
-        dtype: String,
-        typestr: String,
-        shape: Vec<u64>,
+        (byte_offset, byte_length): (u64, u64),
+        layout: ArrayLayout,
     ) -> PyResult<Block> {
         let data = pool.data_ptr(&block);
         let in_block = byte_offset
@@ -83,9 +86,9 @@ impl Block {
             // `byte_offset` lies inside the block's data (checked above):
             // plain address arithmetic, nothing is dereferenced here.
             address: data as usize + byte_offset as usize,
-            dtype,
-            typestr,
-            shape,
+            dtype: layout.dtype,
+            typestr: layout.typestr,
+            shape: layout.shape,
             pool,
         })
     }

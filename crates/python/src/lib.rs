@@ -19,7 +19,7 @@ use arraypool_core::{Backing, Handle, Pool, PoolOptions};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use block::Block;
+use block::{ArrayLayout, Block};
 use errors::{coded, IntoPy};
 use registry::{add_pool, registry};
 
@@ -166,7 +166,12 @@ fn allocate(
     let block = py
         .detach(|| pool.allocate_local(byte_length, transfer_required))
         .py_err(py)?;
-    Block::new(py, pool_id, pool, block, 0, byte_length, dtype, typestr, shape)
+    let layout = ArrayLayout {
+        dtype,
+        typestr,
+        shape,
+    };
+    Block::new(py, (pool_id, pool), block, (0, byte_length), layout)
 }
 
 /// Attaches the block a handle names (marking it transferred) and returns
@@ -194,16 +199,17 @@ fn attach(
         byte_length,
     };
     let block = py.detach(|| pool.attach(&handle)).py_err(py)?;
-    Block::new(
-        py,
-        pool_id,
-        pool,
-        block,
-        byte_offset,
-        byte_length,
+    let layout = ArrayLayout {
         dtype,
         typestr,
         shape,
+    };
+    Block::new(
+        py,
+        (pool_id, pool),
+        block,
+        (byte_offset, byte_length),
+        layout,
     )
 }
 
