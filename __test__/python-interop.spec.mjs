@@ -3,7 +3,7 @@
 // seen without copying, a killed Python member is reaped by Node. The child
 // is the Python tests' member (crates/python/tests/fixtures/member.py),
 // speaking JSON lines on stdio (README, "Python").
-import { spawn } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
 
+import * as binding from '../binding.js';
 import { empty, makeTransferable, revive, startPool } from '../dist/index.js';
 import { DTYPE_SAMPLES } from './helpers.mjs';
 
@@ -36,6 +37,7 @@ async function pythonMember() {
     child,
     ready,
     exited,
+    read,
     async request(message) {
       child.stdin.write(`${JSON.stringify(message)}\n`);
       return read();
@@ -120,4 +122,27 @@ withPython('a killed Python member is reaped by Node', async (t) => {
   t.deepEqual(Array.from(mine.array), [1, 2, 3]);
   mine.release();
   t.is(pool.stats().liveBlocks, base.liveBlocks);
+});
+
+withPython('a Python thread waiting for the pool lock releases the GIL', async (t) => {
+  const member = await pythonMember(); // joined before the lock is held
+  t.teardown(() => member.kill());
+  const holder = fork(fileURLToPath(new URL('./fixtures/lock-holder.mjs', import.meta.url)), [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const holderExited = once(holder, 'exit');
+  t.teardown(() => holder.kill('SIGKILL'));
+  await once(holder, 'message');
+  holder.send('go'); // it stops inside an allocation, holding the lock
+  for (let i = 0; binding.testLockOwner(pool.id) === null; i++) {
+    if (i === 3000) throw new Error('the holder never took the lock');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  // Answered only once its main thread ran Python while another thread of
+  // it was inside the core, waiting for the lock (a held GIL: no answer).
+  t.deepEqual(await member.request({ op: 'gil_probe' }), { main_ran_while_waiting: true });
+  holder.kill('SIGKILL');
+  await holderExited;
+  t.deepEqual(await member.read(), { allocated: true }, 'the waiting thread took the lock over from the dead holder');
+  await member.stop();
 });

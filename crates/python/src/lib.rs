@@ -12,6 +12,7 @@ mod block;
 mod errors;
 mod registry;
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,33 @@ use pyo3::types::PyDict;
 use block::{ArrayLayout, Block};
 use errors::{coded, IntoPy};
 use registry::{add_pool, registry};
+
+/// Calls inside the core with the GIL released right now.
+static CALLS_WITHOUT_GIL: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs a core call that may wait for the pool lock with the GIL released,
+/// counted in `CALLS_WITHOUT_GIL` while it runs.
+fn without_gil<T: Send>(py: Python<'_>, call: impl FnOnce() -> T + Send) -> T {
+    struct Counted;
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            CALLS_WITHOUT_GIL.fetch_sub(1, Relaxed);
+        }
+    }
+    py.detach(|| {
+        CALLS_WITHOUT_GIL.fetch_add(1, Relaxed);
+        let _counted = Counted;
+        call()
+    })
+}
+
+/// How many threads are inside a core call with the GIL released. Tests:
+/// that another thread reads it non-zero while one waits for a held pool
+/// lock proves the waiting thread let Python run.
+#[pyfunction]
+fn calls_without_gil() -> usize {
+    CALLS_WITHOUT_GIL.load(Relaxed)
+}
 
 fn options(
     py: Python<'_>,
@@ -72,7 +100,7 @@ fn create_pool(
     lock_timeout_ms: Option<u64>,
 ) -> PyResult<u32> {
     let o = options(py, capacity, backing, name, lock_timeout_ms)?;
-    let pool = py.detach(|| Pool::create(o)).py_err(py)?;
+    let pool = without_gil(py, || Pool::create(o)).py_err(py)?;
     Ok(add_pool(pool))
 }
 
@@ -92,7 +120,7 @@ fn open_pool(py: Python<'_>, locator: &str, lock_timeout_ms: Option<u64>) -> PyR
         return Ok(id as u32);
     }
     let o = options(py, None, None, None, lock_timeout_ms)?;
-    let pool = py.detach(|| Pool::open(locator, o)).py_err(py)?;
+    let pool = without_gil(py, || Pool::open(locator, o)).py_err(py)?;
     Ok(add_pool(pool))
 }
 
@@ -163,9 +191,8 @@ fn allocate(
     shape: Vec<u64>,
 ) -> PyResult<Block> {
     let pool = open(py, pool_id)?;
-    let block = py
-        .detach(|| pool.allocate_local(byte_length, transfer_required))
-        .py_err(py)?;
+    let block =
+        without_gil(py, || pool.allocate_local(byte_length, transfer_required)).py_err(py)?;
     let layout = ArrayLayout {
         dtype,
         typestr,
@@ -198,7 +225,7 @@ fn attach(
         byte_offset,
         byte_length,
     };
-    let block = py.detach(|| pool.attach(&handle)).py_err(py)?;
+    let block = without_gil(py, || pool.attach(&handle)).py_err(py)?;
     let layout = ArrayLayout {
         dtype,
         typestr,
@@ -216,7 +243,7 @@ fn attach(
 #[pyfunction]
 fn stats<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
     let pool = any_pool(py, pool_id)?;
-    let s = py.detach(|| pool.stats()).py_err(py)?;
+    let s = without_gil(py, || pool.stats()).py_err(py)?;
     let d = PyDict::new(py);
     d.set_item("capacity_bytes", s.capacity_bytes)?;
     d.set_item("heap_bytes", s.heap_bytes)?;
@@ -234,7 +261,7 @@ fn stats<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
 #[pyfunction]
 fn check<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
     let pool = any_pool(py, pool_id)?;
-    let r = py.detach(|| pool.check()).py_err(py)?;
+    let r = without_gil(py, || pool.check()).py_err(py)?;
     let d = PyDict::new(py);
     d.set_item("blocks", r.blocks)?;
     d.set_item("free_blocks", r.free_blocks)?;
@@ -245,7 +272,7 @@ fn check<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
 #[pyfunction]
 fn reap<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
     let pool = any_pool(py, pool_id)?;
-    let r = py.detach(|| pool.reap()).py_err(py)?;
+    let r = without_gil(py, || pool.reap()).py_err(py)?;
     let d = PyDict::new(py);
     d.set_item("processes", r.processes)?;
     d.set_item("references", r.references)?;
@@ -260,14 +287,14 @@ fn reap<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
 #[pyfunction]
 fn close_pool(py: Python<'_>, pool_id: u32) -> PyResult<()> {
     let pool = any_pool(py, pool_id)?;
-    py.detach(|| pool.close()).py_err(py)
+    without_gil(py, || pool.close()).py_err(py)
 }
 
 /// Process exit: every pool drops this process's references and leaves.
 #[pyfunction]
 fn shutdown(py: Python<'_>) {
     let pools: Vec<Arc<Pool>> = registry().pools.clone();
-    py.detach(|| {
+    without_gil(py, || {
         for p in pools {
             let _ = p.close();
         }
@@ -299,5 +326,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(close_pool, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(calls_without_gil, m)?)?;
     Ok(())
 }
