@@ -179,3 +179,20 @@ def test_a_full_pool_raises_err_pool_full(pool):
         arraypool.empty("uint8", 1 << 30)
     assert info.value.code == "ERR_POOL_FULL"
     gc.collect()
+
+
+def test_views_keep_the_block_until_the_last_one_goes(pool):
+    base = pool.stats()["live_blocks"]
+    a = arraypool.make_transferable(np.arange(10, dtype=np.int16))
+    part = a[2:5]
+    plain = np.asarray(a).reshape(2, 5)
+    del a
+    gc.collect()
+    assert pool.stats()["live_blocks"] == base + 1
+    part[0] = 100
+    assert plain[0, 2] == 100
+    del part
+    gc.collect()
+    assert pool.stats()["live_blocks"] == base + 1
+    del plain
+    assert pool.stats()["live_blocks"] == base
