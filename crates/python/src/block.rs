@@ -37,16 +37,69 @@ pub struct Block {
     #[pyo3(get)]
     dtype: String,
     /// numpy's type string for it (`'<f8'`).
-    typestr: String,
+    typestr: &'static str,
     shape: Vec<u64>,
 }
 
 /// What numpy makes of a block's range: the handle's dtype name, numpy's
-/// type string for it and the shape (checked by the Python side).
+/// type string for it and the shape.
 pub struct ArrayLayout {
-    pub dtype: String,
-    pub typestr: String,
-    pub shape: Vec<u64>,
+    dtype: String,
+    typestr: &'static str,
+    shape: Vec<u64>,
+}
+
+/// numpy's type string and the element size of a handle dtype name (Node's
+/// names, `src/dtypes.ts`; little-endian, the pool's platforms' order).
+fn numpy_type(dtype: &str) -> Option<(&'static str, u64)> {
+    Some(match dtype {
+        "int8" => ("|i1", 1),
+        "uint8" | "uint8clamped" | "buffer" => ("|u1", 1),
+        "int16" => ("<i2", 2),
+        "uint16" => ("<u2", 2),
+        "int32" => ("<i4", 4),
+        "uint32" => ("<u4", 4),
+        "float32" => ("<f4", 4),
+        "float64" => ("<f8", 8),
+        "bigint64" => ("<i8", 8),
+        "biguint64" => ("<u8", 8),
+        _ => return None,
+    })
+}
+
+impl ArrayLayout {
+    /// The layout of an array of `dtype` and `shape` over exactly
+    /// `byte_length` bytes; ERR_INVALID_SHAPE / ERR_UNSUPPORTED_DTYPE
+    /// otherwise. Checked here, whatever the Python side checked, so that no
+    /// array can ever reach past its range.
+    pub fn new(py: Python<'_>, dtype: String, shape: Vec<u64>, byte_length: u64) -> PyResult<Self> {
+        let Some((typestr, itemsize)) = numpy_type(&dtype) else {
+            return Err(coded(
+                py,
+                "ERR_UNSUPPORTED_DTYPE",
+                format!(
+                    "unknown dtype {:?}",
+                    dtype.chars().take(40).collect::<String>()
+                ),
+            ));
+        };
+        let bytes = shape
+            .iter()
+            .try_fold(itemsize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n == byte_length);
+        if shape.is_empty() || shape.len() > 32 || bytes.is_none() {
+            return Err(coded(
+                py,
+                "ERR_INVALID_SHAPE",
+                format!("shape {shape:?} of {dtype} is not {byte_length} bytes"),
+            ));
+        }
+        Ok(ArrayLayout {
+            dtype,
+            typestr,
+            shape,
+        })
+    }
 }
 
 impl Block {
@@ -106,7 +159,7 @@ impl Block {
     fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         d.set_item("version", 3)?;
-        d.set_item("typestr", &self.typestr)?;
+        d.set_item("typestr", self.typestr)?;
         d.set_item("shape", PyTuple::new(py, &self.shape)?)?;
         d.set_item("data", (self.address, false))?;
         Ok(d)

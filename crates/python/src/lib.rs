@@ -187,17 +187,12 @@ fn allocate(
     byte_length: u64,
     transfer_required: bool,
     dtype: String,
-    typestr: String,
     shape: Vec<u64>,
 ) -> PyResult<Block> {
+    let layout = ArrayLayout::new(py, dtype, shape, byte_length)?;
     let pool = open(py, pool_id)?;
     let block =
         without_gil(py, || pool.allocate_local(byte_length, transfer_required)).py_err(py)?;
-    let layout = ArrayLayout {
-        dtype,
-        typestr,
-        shape,
-    };
     Block::new(py, (pool_id, pool), block, (0, byte_length), layout)
 }
 
@@ -205,6 +200,7 @@ fn allocate(
 /// a Block over the handle's byte range. The fields were checked by the
 /// caller (`arraypool._handle`); the core checks them again against the pool.
 #[pyfunction]
+// The handle's fields, one argument each (what Python passes).
 #[allow(clippy::too_many_arguments)]
 fn attach(
     py: Python<'_>,
@@ -214,9 +210,9 @@ fn attach(
     byte_offset: u64,
     byte_length: u64,
     dtype: String,
-    typestr: String,
     shape: Vec<u64>,
 ) -> PyResult<Block> {
+    let layout = ArrayLayout::new(py, dtype, shape, byte_length)?;
     let pool = open(py, pool_id)?;
     let handle = Handle {
         segment: pool.name().to_string(),
@@ -226,11 +222,6 @@ fn attach(
         byte_length,
     };
     let block = without_gil(py, || pool.attach(&handle)).py_err(py)?;
-    let layout = ArrayLayout {
-        dtype,
-        typestr,
-        shape,
-    };
     Block::new(
         py,
         (pool_id, pool),

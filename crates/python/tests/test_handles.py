@@ -91,3 +91,19 @@ def test_parse_handle_rejects_non_dicts():
     with pytest.raises(ArrayPoolError) as info:
         arraypool.parse_handle([1, 2])
     assert info.value.code == "ERR_INVALID_HANDLE"
+
+
+@pytest.mark.parametrize(
+    "dtype, shape, code",
+    [
+        ("float64", [1000], "ERR_INVALID_SHAPE"),
+        ("float64", [2**62, 4], "ERR_INVALID_SHAPE"),
+        ("float64", [], "ERR_INVALID_SHAPE"),
+        ("complex", [1], "ERR_UNSUPPORTED_DTYPE"),
+    ],
+)
+def test_the_extension_never_makes_an_array_larger_than_its_range(pool, dtype, shape, code):
+    # Below the Python checks: the native layer checks the layout itself.
+    with pytest.raises(ArrayPoolError) as info:
+        arraypool._native.allocate(pool.id, 8, False, dtype, shape)
+    assert info.value.code == code

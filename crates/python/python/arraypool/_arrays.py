@@ -118,7 +118,7 @@ def _allocate(dtype_name: str, shape, transfer_required: bool):
     dims, size = check_shape([shape] if isinstance(shape, int) or hasattr(shape, "__index__") else shape)
     np_dtype = NUMPY_OF[dtype_name]
     pool = get_pool()
-    block = _native.allocate(pool.id, size * np_dtype.itemsize, transfer_required, dtype_name, np_dtype.str, dims)
+    block = _native.allocate(pool.id, size * np_dtype.itemsize, transfer_required, dtype_name, list(dims))
     return _wrap(block)
 
 
@@ -159,10 +159,7 @@ def _attach(h: Handle) -> PoolArray:
         if error.code == "ERR_INVALID_NAME":
             raise ArrayPoolError("ERR_INVALID_HANDLE", f"invalid handle: {error}") from error
         raise
-    np_dtype = NUMPY_OF[h.dtype]
-    block = _native.attach(
-        pool.id, h.offset, h.generation, h.byte_offset, h.byte_length, h.dtype, np_dtype.str, list(h.shape)
-    )
+    block = _native.attach(pool.id, h.offset, h.generation, h.byte_offset, h.byte_length, h.dtype, list(h.shape))
     return _wrap(block)
 
 
