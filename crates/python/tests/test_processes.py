@@ -28,6 +28,10 @@ def test_multiprocessing_pool_passes_arrays_both_ways_without_copies(pool, metho
         pids = workers.starmap(tasks.fill_row, [(grid, i, i) for i in range(8)])
         assert all(pid != os.getpid() for pid in pids)
         np.testing.assert_array_equal(grid[:, 0], np.arange(8))
+    # Leaving the `with` terminates the workers (SIGTERM), possibly before a
+    # worker dropped its last task's arguments: a killed member's references
+    # are reaped, as any dead process's.
+    pool.reap()
     del x, result, grid
 
 
@@ -45,6 +49,7 @@ def test_workers_joined_the_parents_pool(pool):
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1, initializer=arraypool.start_pool) as workers:
         name = workers.apply(_pool_name)
+    pool.reap()  # terminated workers (see above)
     assert name == pool.name
 
 
