@@ -4,13 +4,15 @@
 //! array over it (and the Block) is gone, never while an array still views
 //! the memory.
 
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use arraypool_core::{BlockRef, Pool};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::errors::coded;
+use crate::errors::{self, coded};
 use crate::registry;
 
 #[pyclass(module = "arraypool._native", frozen, weakref)]
@@ -174,8 +176,12 @@ impl Block {
     /// Records that the block's handle may leave this process: it keeps the
     /// transferred rule from now on. False if this process no longer holds
     /// it (a block inherited through a fork: its holder is the parent).
-    fn mark_escaped(&self) -> bool {
-        self.current() && self.pool.mark_escaped(self.offset, self.generation)
+    fn mark_escaped(&self, py: Python<'_>) -> PyResult<bool> {
+        // AssertUnwindSafe: it only flips this process's record of the block.
+        catch_unwind(AssertUnwindSafe(|| {
+            self.current() && self.pool.mark_escaped(self.offset, self.generation)
+        }))
+        .map_err(|payload| errors::internal(py, payload))
     }
 
     /// Whether this process takes the block's handle to have left it (None:
@@ -192,8 +198,21 @@ impl Drop for Block {
     fn drop(&mut self) {
         // Never waits (see `Pool::release`); a closed pool has dropped its
         // references already.
-        if self.current() {
+        if !self.current() {
+            return;
+        }
+        // A panic must not unwind out of a deallocation (pyo3 would abort the
+        // process), and nobody awaits it: swallowed, the reference stays held
+        // until the pool closes or the process exits (as in Node's finalizers).
+        let released = catch_unwind(AssertUnwindSafe(|| {
             let _ = self.pool.release(self.offset, self.generation);
+        }));
+        if let Err(payload) = released {
+            let _ = writeln!(
+                std::io::stderr(),
+                "arraypool: internal error (a Rust panic) releasing a block, swallowed: {}",
+                errors::panic_text(payload)
+            );
         }
     }
 }

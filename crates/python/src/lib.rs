@@ -7,11 +7,17 @@
 //! Python threads go on while this one waits for a stopped lock holder.
 //! Releases never wait (the core queues them), so a `Block`'s drop keeps
 //! the GIL.
+//!
+//! No panic reaches Python as pyo3's `PanicException` (a `BaseException`):
+//! core calls (`core`) and `Block.mark_escaped` turn one into an
+//! `ArrayPoolError` with code `ERR_INTERNAL`, and a `Block`'s drop swallows
+//! it (nobody to raise to).
 
 mod block;
 mod errors;
 mod registry;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,20 +33,30 @@ use registry::{add_pool, registry};
 /// Calls inside the core with the GIL released right now.
 static CALLS_WITHOUT_GIL: AtomicUsize = AtomicUsize::new(0);
 
-/// Runs a core call that may wait for the pool lock with the GIL released,
-/// counted in `CALLS_WITHOUT_GIL` while it runs.
-fn without_gil<T: Send>(py: Python<'_>, call: impl FnOnce() -> T + Send) -> T {
+/// Runs a core call with the GIL released (it may wait for the pool lock),
+/// counted in `CALLS_WITHOUT_GIL` while it runs; its error becomes an
+/// `ArrayPoolError`, and a panic an `ERR_INTERNAL` one.
+fn core<T: Send>(
+    py: Python<'_>,
+    call: impl FnOnce() -> arraypool_core::Result<T> + Send,
+) -> PyResult<T> {
     struct Counted;
     impl Drop for Counted {
         fn drop(&mut self) {
             CALLS_WITHOUT_GIL.fetch_sub(1, Relaxed);
         }
     }
-    py.detach(|| {
+    let outcome = py.detach(|| {
         CALLS_WITHOUT_GIL.fetch_add(1, Relaxed);
         let _counted = Counted;
-        call()
-    })
+        // AssertUnwindSafe: what a panic could leave half-updated is the
+        // shared segment, which the core's journal rolls back.
+        catch_unwind(AssertUnwindSafe(call))
+    });
+    match outcome {
+        Ok(result) => result.py_err(py),
+        Err(payload) => Err(errors::internal(py, payload)),
+    }
 }
 
 /// How many threads are inside a core call with the GIL released. Tests:
@@ -100,7 +116,7 @@ fn create_pool(
     lock_timeout_ms: Option<u64>,
 ) -> PyResult<u32> {
     let o = options(py, capacity, backing, name, lock_timeout_ms)?;
-    let pool = without_gil(py, || Pool::create(o)).py_err(py)?;
+    let pool = core(py, || Pool::create(o))?;
     Ok(add_pool(pool))
 }
 
@@ -120,7 +136,7 @@ fn open_pool(py: Python<'_>, locator: &str, lock_timeout_ms: Option<u64>) -> PyR
         return Ok(id as u32);
     }
     let o = options(py, None, None, None, lock_timeout_ms)?;
-    let pool = without_gil(py, || Pool::open(locator, o)).py_err(py)?;
+    let pool = core(py, || Pool::open(locator, o))?;
     Ok(add_pool(pool))
 }
 
@@ -191,8 +207,7 @@ fn allocate(
 ) -> PyResult<Block> {
     let layout = ArrayLayout::new(py, dtype, shape, byte_length)?;
     let pool = open(py, pool_id)?;
-    let block =
-        without_gil(py, || pool.allocate_local(byte_length, transfer_required)).py_err(py)?;
+    let block = core(py, || pool.allocate_local(byte_length, transfer_required))?;
     Block::new(py, (pool_id, pool), block, (0, byte_length), layout)
 }
 
@@ -221,7 +236,7 @@ fn attach(
         byte_offset,
         byte_length,
     };
-    let block = without_gil(py, || pool.attach(&handle)).py_err(py)?;
+    let block = core(py, || pool.attach(&handle))?;
     Block::new(
         py,
         (pool_id, pool),
@@ -234,7 +249,7 @@ fn attach(
 #[pyfunction]
 fn stats<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
     let pool = any_pool(py, pool_id)?;
-    let s = without_gil(py, || pool.stats()).py_err(py)?;
+    let s = core(py, || pool.stats())?;
     let d = PyDict::new(py);
     d.set_item("capacity_bytes", s.capacity_bytes)?;
     d.set_item("heap_bytes", s.heap_bytes)?;
@@ -252,7 +267,7 @@ fn stats<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
 #[pyfunction]
 fn check<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
     let pool = any_pool(py, pool_id)?;
-    let r = without_gil(py, || pool.check()).py_err(py)?;
+    let r = core(py, || pool.check())?;
     let d = PyDict::new(py);
     d.set_item("blocks", r.blocks)?;
     d.set_item("free_blocks", r.free_blocks)?;
@@ -263,7 +278,7 @@ fn check<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
 #[pyfunction]
 fn reap<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
     let pool = any_pool(py, pool_id)?;
-    let r = without_gil(py, || pool.reap()).py_err(py)?;
+    let r = core(py, || pool.reap())?;
     let d = PyDict::new(py);
     d.set_item("processes", r.processes)?;
     d.set_item("references", r.references)?;
@@ -278,17 +293,19 @@ fn reap<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
 #[pyfunction]
 fn close_pool(py: Python<'_>, pool_id: u32) -> PyResult<()> {
     let pool = any_pool(py, pool_id)?;
-    without_gil(py, || pool.close()).py_err(py)
+    core(py, || pool.close())
 }
 
 /// Process exit: every pool drops this process's references and leaves.
+/// Nothing is raised: there is nobody left to handle it.
 #[pyfunction]
 fn shutdown(py: Python<'_>) {
     let pools: Vec<Arc<Pool>> = registry().pools.clone();
-    without_gil(py, || {
+    let _ = core(py, || {
         for p in pools {
             let _ = p.close();
         }
+        Ok(())
     });
 }
 
