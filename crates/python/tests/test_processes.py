@@ -4,7 +4,6 @@ workers (initializer=start_pool), forked children, killed members."""
 import gc
 import multiprocessing
 import os
-import signal
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
