@@ -345,6 +345,10 @@ pub struct PoolStats {
     pub free_bytes: f64,
     pub largest_free_bytes: f64,
     pub live_blocks: f64,
+    /// Freed small blocks processes keep for their next allocations (not
+    /// in `used_bytes`/`live_blocks`).
+    pub cached_bytes: f64,
+    pub cached_blocks: f64,
     pub in_flight_blocks: f64,
     pub processes: f64,
     pub lock_takeovers: f64,
@@ -375,6 +379,8 @@ fn stats_inner(pool_id: u32) -> JsResult<PoolStats> {
         free_bytes: s.free_bytes as f64,
         largest_free_bytes: s.largest_free_bytes as f64,
         live_blocks: s.live_blocks as f64,
+        cached_bytes: s.cached_bytes as f64,
+        cached_blocks: s.cached_blocks as f64,
         in_flight_blocks: s.in_flight_blocks as f64,
         processes: s.processes as f64,
         lock_takeovers: s.lock_takeovers as f64,
