@@ -212,6 +212,50 @@ test('copy() makes a new block; toArray() a private heap copy', (t) => {
   b.release();
 });
 
+test('makeTransferable copies exactly the source view, whatever its type and offset', (t) => {
+  const backing = new ArrayBuffer(64);
+  new Uint8Array(backing).forEach((_, i, u) => (u[i] = i));
+  const sources = [
+    new Float64Array(backing, 8, 3),
+    new Int16Array(backing, 6, 5),
+    new Uint8ClampedArray(backing, 3, 7),
+    new BigInt64Array(backing, 16, 2),
+    Buffer.from(backing, 5, 9),
+  ];
+  for (const source of sources) {
+    const copy = makeTransferable(source, { transferRequired: false });
+    t.is(copy.array.constructor, source.constructor);
+    t.deepEqual(Array.from(copy.array), Array.from(source));
+    copy.release();
+  }
+  // A pool view as the source (another block of the same pool).
+  const first = makeTransferable(new Float32Array([1, 2, 3, 4]), { transferRequired: false });
+  const second = makeTransferable(first.array.subarray(1, 3), { transferRequired: false });
+  t.deepEqual(Array.from(second.array), [2, 3]);
+  t.not(second.offset, first.offset);
+  second.release();
+  first.release();
+});
+
+test.serial('a released small array is kept in the process cache: counted apart, its old handle stale', (t) => {
+  const a = makeTransferable(new Float64Array(100).fill(1), { transferRequired: false });
+  const old = a.toHandle();
+  const before = pool.stats();
+  a.release();
+  const cached = pool.stats();
+  t.is(cached.usedBytes, before.usedBytes - 896, 'no longer used (100 doubles in an 896-byte block)');
+  t.is(cached.cachedBytes, before.cachedBytes + 896);
+  t.throws(() => revive(old), { instanceOf: ArrayPoolError, code: 'ERR_STALE_HANDLE' });
+  // The next array of that size takes the block back, under a new generation.
+  const b = makeTransferable(new Float64Array(100).fill(2), { transferRequired: false });
+  t.is(b.offset, old.offset);
+  t.not(b.toHandle().generation, old.generation);
+  t.throws(() => revive(old), { instanceOf: ArrayPoolError, code: 'ERR_STALE_HANDLE' });
+  t.is(pool.stats().cachedBytes, before.cachedBytes);
+  b.release();
+  t.is(pool.check().violation, null);
+});
+
 test('zero-length arrays work', (t) => {
   const a = makeTransferable(new Float64Array(0));
   t.is(a.array.length, 0);

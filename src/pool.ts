@@ -227,6 +227,7 @@ export class Pool {
       totalBlocks: r.totalBlocks,
       totalBytes: r.totalBytes,
       inFlightBlocks: r.inFlightBlocks,
+      cachedBlocks: r.cachedBlocks,
       omitted: r.omitted,
       nextGeneration: r.nextGeneration,
     };

@@ -269,18 +269,28 @@ function transferRequiredOf(options: unknown, what: string): boolean {
   return value;
 }
 
-/** Allocates a block for a shape already checked (`dims`, `size` from checkShape). */
+/**
+ * Allocates a block for a shape already checked (`dims`, `size` from
+ * checkShape), with a copy of `source` (of that many bytes) if given: one
+ * native call allocates and copies.
+ */
 function allocate(
   dtype: DType,
   dims: readonly number[],
   size: number,
   transferRequired: boolean,
+  source?: PoolTypedArray,
 ): { pool: Pool; buffer: ArrayBuffer; handle: Omit<TransferableHandle, '__arraypool__'> } {
   const byteLength = size * DTYPES[dtype].bytesPerElement;
   const pool = getPool();
   // The block's handle is taken not to have left this process until the
   // TransferableArray's getter or toHandle() marks it.
-  const buffer = native(() => binding.allocate(pool.id, byteLength, transferRequired, out));
+  // (An empty array has nothing to copy, and napi may give it no data pointer.)
+  const buffer = native(() =>
+    source === undefined || byteLength === 0
+      ? binding.allocate(pool.id, byteLength, transferRequired, out)
+      : binding.allocateCopy(pool.id, source, byteLength, transferRequired, out),
+  );
   return {
     pool,
     buffer,
@@ -314,11 +324,10 @@ export function makeTransferable<T extends PoolTypedArray>(
   if (size !== facts.length) {
     throw new ArrayPoolError('ERR_INVALID_SHAPE', `shape [${dims.join(', ')}] has ${size} elements, the array ${facts.length}`);
   }
-  const source = new Uint8Array(facts.buffer, facts.byteOffset, facts.byteLength);
-  const { pool, buffer, handle } = allocate(facts.dtype, dims, size, transferRequired);
-  const t = new TransferableArray<T>(pool, buffer, handle);
-  new Uint8Array(buffer).set(source);
-  return t;
+  // The binding copies the array's bytes (its real extent, as napi reads
+  // it: own `length`/`byteLength` properties cannot change it).
+  const { pool, buffer, handle } = allocate(facts.dtype, dims, size, transferRequired, array);
+  return new TransferableArray<T>(pool, buffer, handle);
 }
 
 function allocateNew<D extends DType>(dtype: D, shape: number | readonly number[], options: TransferOptions): TransferableArray<DTypeArrays[D]> {

@@ -220,6 +220,48 @@ pub fn allocate<'env>(
     })
 }
 
+/// `allocate` with a copy of `source` (a typed array or Buffer) in the new
+/// block, in one call: the block holds `byteLength` bytes, which must be
+/// the source's. Nothing can fail between the allocation and the copy.
+#[napi(catch_unwind)]
+pub fn allocate_copy<'env>(
+    env: &'env Env,
+    pool_id: u32,
+    source: Unknown,
+    byte_length: f64,
+    transfer_required: bool,
+    out: Unknown,
+) -> Result<ArrayBuffer<'env>, Code> {
+    guard(|| {
+        let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
+        let Some((from, source_len)) = views::typed_array_bytes(env.raw(), source.raw()) else {
+            return Err(coded("ERR_INVALID_ARG", "source must be a typed array"));
+        };
+        if source_len != len {
+            return Err(coded(
+                "ERR_INVALID_ARG",
+                format!("source holds {source_len} bytes, not {len}"),
+            ));
+        }
+        views::check_view_size(len)?;
+        let pool = pool(pool_id)?;
+        let block = pool
+            .allocate_local(len, transfer_required)
+            .map_err(from_pool)?;
+        let to = pool.data_ptr(&block);
+        if !to.is_null() && len > 0 {
+            // SAFETY: `from` is the source's `len` bytes, alive for this call
+            // (napi's typed array info); `to` is the new block's data, `len`
+            // bytes inside the mapping (`data_ptr` checked it), held by this
+            // process. `copy` allows overlap (the source may view the pool,
+            // though never this fresh block).
+            unsafe { std::ptr::copy(from, to, len as usize) };
+        }
+        // A null `to` is refused by `external_view`, which releases the block.
+        views::external_view(env, pool_id, pool, block, 0, len, out)
+    })
+}
+
 fn handle(
     pool: &Pool,
     offset: f64,
@@ -325,14 +367,14 @@ pub fn locate_view(env: &Env, view: Unknown, out: Unknown) -> Result<bool, Code>
 /// Drops a view's reference now and detaches its ArrayBuffer (every typed
 /// array over it becomes length 0). Returns false if it was already released.
 #[napi(catch_unwind)]
-pub fn release(view_id: f64, buffer: Option<ArrayBuffer>) -> Result<bool, Code> {
+pub fn release(env: &Env, view_id: f64, buffer: Unknown) -> Result<bool, Code> {
     guard(|| {
         let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
         let released = views::release_view(id);
-        if let Some(ab) = buffer {
-            // Plain (non-external) buffers cannot be detached; nothing to do then.
-            let _ = ab.detach();
-        }
+        // One napi call, which refuses anything that is not a detachable
+        // ArrayBuffer (undefined, a plain buffer): nothing to do then.
+        // SAFETY: env and buffer come from napi for the current call.
+        let _ = unsafe { napi::sys::napi_detach_arraybuffer(env.raw(), buffer.raw()) };
         Ok(released)
     })
 }

@@ -217,6 +217,23 @@ fn typed_array_info(
     (status == sys::Status::napi_ok && !data.is_null()).then_some((kind, length, data, byte_offset))
 }
 
+/// The bytes of a typed array argument (any element kind): its data
+/// pointer and byte length. None for anything else, a detached one, or an
+/// empty one (napi may give it no data pointer).
+pub fn typed_array_bytes(env: sys::napi_env, value: sys::napi_value) -> Option<(*const u8, u64)> {
+    use sys::TypedarrayType as K;
+    let (kind, length, data, _) = typed_array_info(env, value)?;
+    let element = match kind {
+        K::int8_array | K::uint8_array | K::uint8_clamped_array => 1,
+        K::int16_array | K::uint16_array => 2,
+        K::int32_array | K::uint32_array | K::float32_array => 4,
+        K::float64_array | K::bigint64_array | K::biguint64_array => 8,
+        _ => return None,
+    };
+    let bytes = length.checked_mul(element)?;
+    Some((data.cast_const().cast::<u8>(), bytes as u64))
+}
+
 /// The elements of a Float64Array argument, read in place. napi-rs's own
 /// `Float64Array` parameter type costs a reference per call, measurable on
 /// the allocate path. None if it is not a Float64Array of at least `min`.
