@@ -256,6 +256,33 @@ test.serial('a released small array is kept in the process cache: counted apart,
   t.is(pool.check().violation, null);
 });
 
+test.serial('an array whose view was never made is released by GC too', async (t) => {
+  const before = pool.stats().heldReferences;
+  (() => {
+    makeTransferable(new Float64Array(64).fill(1), { transferRequired: false });
+    revive(makeTransferable(new Float64Array(64).fill(2)).toHandle());
+  })();
+  t.is(pool.stats().heldReferences, before + 3);
+  for (let i = 0; i < 50 && pool.stats().heldReferences !== before; i++) await collectGarbage();
+  t.is(pool.stats().heldReferences, before);
+  t.is(pool.check().violation, null);
+});
+
+test('a view made late sees the data, and a released one is empty and detached', (t) => {
+  const a = makeTransferable(Float64Array.of(1, 2, 3), { transferRequired: false });
+  const b = revive(a.toHandle());
+  t.deepEqual(Array.from(b.array), [1, 2, 3]);
+  b.array[0] = 9;
+  t.deepEqual(Array.from(a.array), [9, 2, 3]);
+  t.deepEqual(Array.from(a.toArray()), [9, 2, 3]);
+  b.release();
+  const c = makeTransferable(Float64Array.of(4), { transferRequired: false });
+  c.release();
+  t.is(c.array.length, 0);
+  t.throws(() => makeTransferable(c.array), { instanceOf: ArrayPoolError, code: 'ERR_INVALID_ARG' });
+  a.release();
+});
+
 test('zero-length arrays work', (t) => {
   const a = makeTransferable(new Float64Array(0));
   t.is(a.array.length, 0);

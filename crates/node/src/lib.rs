@@ -221,17 +221,20 @@ pub fn allocate<'env>(
 }
 
 /// `allocate` with a copy of `source` (a typed array or Buffer) in the new
-/// block, in one call: the block holds `byteLength` bytes, which must be
-/// the source's. Nothing can fail between the allocation and the copy.
+/// block, in one call, and no view yet (`viewOf` makes it when JS first
+/// wants the array; until then JS owns the reference, see transferable.ts):
+/// the block holds `byteLength` bytes, which must be the source's. Nothing
+/// can fail between the allocation and the copy. Writes `[viewId, offset,
+/// generation]` to `out`.
 #[napi(catch_unwind)]
-pub fn allocate_copy<'env>(
-    env: &'env Env,
+pub fn allocate_copy(
+    env: &Env,
     pool_id: u32,
     source: Unknown,
     byte_length: f64,
     transfer_required: bool,
     out: Unknown,
-) -> Result<ArrayBuffer<'env>, Code> {
+) -> Result<(), Code> {
     guard(|| {
         let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
         let Some((from, source_len)) = views::typed_array_bytes(env.raw(), source.raw()) else {
@@ -257,8 +260,42 @@ pub fn allocate_copy<'env>(
             // though never this fresh block).
             unsafe { std::ptr::copy(from, to, len as usize) };
         }
-        // A null `to` is refused by `external_view`, which releases the block.
-        views::external_view(env, pool_id, pool, block, 0, len, out)
+        // A null `to` is refused by `register_view`, which releases the block.
+        views::register_view(env, pool_id, pool, block, 0, len, out).map(|_| ())
+    })
+}
+
+/// `attach` without the view: the reference is registered (`viewOf` makes
+/// the view when JS first wants the array). Writes `[viewId, offset,
+/// generation]` to `out`.
+#[napi(catch_unwind)]
+pub fn attach_unviewed(
+    env: &Env,
+    pool_id: u32,
+    offset: f64,
+    generation: f64,
+    byte_offset: f64,
+    byte_length: f64,
+    out: Unknown,
+) -> Result<(), Code> {
+    guard(|| {
+        let pool = pool(pool_id)?;
+        let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
+        views::check_view_size(h.byte_length)?;
+        let block = pool.attach(&h).map_err(from_pool)?;
+        views::register_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
+            .map(|_| ())
+    })
+}
+
+/// The external ArrayBuffer of a view registered without one
+/// (`allocateCopy`, `attachUnviewed`); its finalizer owns the reference
+/// from now on. `ERR_NOT_HELD` if the view was released or has its buffer.
+#[napi(catch_unwind)]
+pub fn view_of(env: &Env, view_id: f64) -> Result<ArrayBuffer<'_>, Code> {
+    guard(|| {
+        let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
+        views::wrap_view(env, id)
     })
 }
 
