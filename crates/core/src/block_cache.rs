@@ -11,8 +11,10 @@
 //! - a stale handle to a cached block's previous life fails (`FLAG_CACHED`,
 //!   and the generation changed when it was cached); nobody can attach a
 //!   cached block;
-//! - an allocation that finds no free block drains the cache and retries,
-//!   and `close` drains it, so the cache never makes the pool full;
+//! - an allocation that finds no free block drains its own cache and
+//!   retries, then frees the blocks other processes keep cached (their
+//!   owners find them gone and allocate normally), and `close` drains the
+//!   cache, so no cache ever makes the pool full;
 //! - the slot's `cached_blocks`/`cached_bytes` count it: `stats` reports it
 //!   apart from used memory, `check` verifies the counts.
 
@@ -150,19 +152,31 @@ impl Pool {
     /// neighbour when it was cached (`held_block` in the release), and the
     /// block has been this process's alone since; what a reuse derives a
     /// range from is `c.size`, this process's copy, equal to the word.
-    fn cached_block<'a>(&self, heap: &Heap<'a>, c: &CachedBlock) -> Result<&'a BlockHeader> {
+    /// None if no used block of that generation starts there any more:
+    /// another process, finding the pool full, freed it (see
+    /// `reclaim_cached_of_others`), and the place may since hold a block of
+    /// another life (generations are never reused, so it never passes for
+    /// this one).
+    fn cached_block<'a>(
+        &self,
+        heap: &Heap<'a>,
+        c: &CachedBlock,
+    ) -> Result<Option<&'a BlockHeader>> {
         if !heap.is_block_start(c.offset)? {
-            return Err(not_as_cached(c.offset));
+            return Ok(None);
         }
         let b = heap.block(c.offset)?;
+        if b.tag.load(Relaxed) & TAG_MASK != TAG_USED || b.generation.load(Relaxed) != c.generation
+        {
+            return Ok(None);
+        }
         if b.tag.load(Relaxed) != TAG_USED | FLAG_CACHED
-            || b.generation.load(Relaxed) != c.generation
             || b.holders.load(Relaxed) != refs::slot_bit(self.slot)
             || b.size.load(Relaxed) != c.size
         {
             return Err(not_as_cached(c.offset));
         }
-        Ok(b)
+        Ok(Some(b))
     }
 
     fn uncount_cached(&self, size: u64) -> Result<()> {
@@ -172,14 +186,17 @@ impl Pool {
 
     /// Hands the cached block `c` out as a new allocation of `len` bytes
     /// (under the lock). Its generation is the one written when caching.
+    /// None if another process reclaimed it.
     pub(crate) fn reuse_cached(
         &self,
         heap: &Heap,
         c: &CachedBlock,
         len: u64,
         transfer_required: bool,
-    ) -> Result<BlockRef> {
-        let b = self.cached_block(heap, c)?;
+    ) -> Result<Option<BlockRef>> {
+        let Some(b) = self.cached_block(heap, c)? else {
+            return Ok(None);
+        };
         if len > c.size - BLOCK_HEADER_SIZE {
             return Err(not_as_cached(c.offset));
         }
@@ -191,36 +208,75 @@ impl Pool {
         self.view.set(&b.tag, TAG_USED | flags)?;
         self.view.set(&b.data_len, len)?;
         self.uncount_cached(c.size)?;
-        Ok(BlockRef {
+        Ok(Some(BlockRef {
             offset: c.offset,
             generation: c.generation,
             data_offset: c.offset + BLOCK_HEADER_SIZE,
             data_len: len,
-        })
+        }))
     }
 
     /// Frees every block of `cache` (under the lock), each its own
     /// transaction, committed here. A block not as this process left it
     /// (corrupt) keeps its holder record: it counts as a failed release, so
-    /// `close` leaves the slot to be reaped. Returns the bytes freed.
+    /// `close` leaves the slot to be reaped; one another process reclaimed
+    /// is just forgotten. Returns the bytes freed.
     pub(crate) fn drain_cache_locked(&self, heap: &Heap, cache: &mut BlockCache) -> u64 {
         let mut freed = 0;
         for c in cache.take_all() {
             let done = self.cached_block(heap, &c).and_then(|b| {
+                let Some(b) = b else { return Ok(0) };
                 self.uncount_cached(c.size)?;
                 if refs::drop_holder(heap, b, self.slot, false)? == Dropped::Free {
                     refs::free_block(heap, c.offset, false)?;
                 }
-                Ok(())
+                Ok(c.size)
             });
             match self.committed(done) {
-                Ok(()) => freed += c.size,
+                Ok(bytes) => freed += bytes,
                 Err(_) => {
                     self.release_failures.fetch_add(1, Relaxed);
                 }
             }
         }
         freed
+    }
+
+    /// Frees the blocks other (live) processes keep cached, each its own
+    /// transaction (under the lock, for a full pool): their owners find
+    /// them gone and forget them. Returns the bytes freed.
+    pub(crate) fn reclaim_cached_of_others(&self, heap: &Heap) -> Result<u64> {
+        let mine = refs::slot_bit(self.slot);
+        let mut found = Vec::new();
+        heap.walk(|offset, b, _| {
+            let holders = b.holders.load(Relaxed);
+            if b.tag.load(Relaxed) == TAG_USED | FLAG_CACHED
+                && holders.count_ones() == 1
+                && holders != mine
+            {
+                found.push(offset);
+            }
+            Ok(())
+        })?;
+        let mut freed = 0;
+        for offset in found {
+            let done = refs::used_block(heap, offset).and_then(|b| {
+                let holders = b.holders.load(Relaxed);
+                let slot = holders.trailing_zeros();
+                let size = heap.size_of(offset)?;
+                let entry = &self.view.header().processes[slot as usize % MAX_PROCESSES];
+                self.view.sub(&entry.cached, cached_word(1, size))?;
+                if refs::drop_holder(heap, b, slot, false)? == Dropped::Free {
+                    refs::free_block(heap, offset, false)?;
+                }
+                Ok(size)
+            });
+            // A block that breaks the rules is left as it is.
+            if let Ok(size) = self.committed(done) {
+                freed += size;
+            }
+        }
+        Ok(freed)
     }
 
     /// Frees this process's cached blocks now (waits for the lock).

@@ -298,7 +298,9 @@ impl Pool {
                 self.reuse_cached(heap, &cached, len, transfer_required)
             });
             match reused {
-                Ok(block) => {
+                // Another process reclaimed it (a full pool): allocate as usual.
+                Ok(None) => {}
+                Ok(Some(block)) => {
                     state.refs.insert(
                         block.offset,
                         LocalRef {
@@ -338,6 +340,12 @@ impl Pool {
                         .filter(|_| reaped.blocks_freed > 0 || drained > 0)
                     {
                         Some(o) => o,
+                        None if self.reclaim_cached_of_others(heap)? > 0 => {
+                            match heap.find_free(size)? {
+                                Some(o) => o,
+                                None => return Err(self.pool_full(heap, len)),
+                            }
+                        }
                         None => return Err(self.pool_full(heap, len)),
                     }
                 }

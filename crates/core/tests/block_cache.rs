@@ -234,3 +234,36 @@ fn a_cached_block_scribbled_over_is_an_error_not_a_reuse() {
     let b = pool.allocate(1000, false).unwrap();
     assert_ne!(b.offset, first.offset);
 }
+
+#[test]
+fn a_full_pool_reclaims_the_blocks_other_processes_keep_cached() {
+    let pool = new_pool(MIB);
+    let peer = open(&pool);
+    let heap = pool.stats().unwrap().heap_bytes;
+    let blocks: Vec<_> = (0..8)
+        .map(|_| peer.allocate(7 * KIB, false).unwrap())
+        .collect();
+    for b in &blocks {
+        peer.release(b.offset, b.generation).unwrap();
+    }
+    let (cached_bytes, cached_blocks) = peer.cached();
+    assert!(cached_blocks >= 2, "the peer keeps some blocks cached");
+    assert_eq!(pool.stats().unwrap().cached_bytes, cached_bytes);
+    // Only the whole heap holds this: the peer's cached blocks must go.
+    let everything = pool.allocate(heap - 64, false).unwrap();
+    assert_eq!(accounting(&pool), (heap, 1, 0, 0));
+    assert_consistent(&pool);
+    pool.release(everything.offset, everything.generation)
+        .unwrap();
+    // The peer finds its cached blocks gone: it allocates as usual, and
+    // neither its drain nor its close counts them as failures.
+    let again = peer.allocate(7 * KIB, false).unwrap();
+    fill(&peer, &again, 3);
+    assert!(data(&peer, &again).iter().all(|&x| x == 3));
+    peer.release(again.offset, again.generation).unwrap();
+    assert_consistent(&pool);
+    peer.close().unwrap();
+    assert_eq!(accounting(&pool), (0, 0, 0, 0));
+    assert_eq!(pool.blocks(10).unwrap().total, 0);
+    assert_consistent(&pool);
+}
