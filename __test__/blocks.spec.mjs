@@ -103,7 +103,11 @@ test.serial('pool.blocks() and `arraypool blocks --json` show held and in-flight
     t.like(pool.blocks().blocks.find((x) => x.offset === a.toHandle().offset), { transferred: true });
     a.release();
     b.release();
-    t.like(pool.blocks(), { totalBlocks: 0, inFlightBlocks: 0, blocks: [] });
+    // What is left is this process's small-block cache (LAYOUT.md §9.1): listed as cached, not used.
+    const left = pool.blocks();
+    t.like(left, { inFlightBlocks: 0, cachedBlocks: left.totalBlocks });
+    t.true(left.blocks.every((x) => x.cached && x.holders.length === 1 && x.holders[0].pid === process.pid));
+    t.like(pool.stats(), { usedBytes: 0, liveBlocks: 0, cachedBlocks: left.totalBlocks });
   } finally {
     await child.stop();
   }

@@ -94,7 +94,8 @@ test.serial('2000 large views of one block, dropped at once, are all released by
   const before = pool.stats();
   const big = makeTransferable(new Uint8Array(64 * 2 ** 20), { transferRequired: false });
   const handle = big.toHandle();
-  for (let i = 0; i < 2000; i++) revive({ ...handle }); // 2000 x 64 MiB of views, dropped at once
+  // 2000 x 64 MiB of views (their arrays read, so each has an ArrayBuffer), dropped at once.
+  for (let i = 0; i < 2000; i++) void revive({ ...handle }).array;
   big.release();
   await collectGarbage();
   const after = pool.stats();
@@ -210,6 +211,80 @@ test('copy() makes a new block; toArray() a private heap copy', (t) => {
   t.true(h instanceof Int32Array);
   a.release();
   b.release();
+});
+
+test('makeTransferable copies exactly the source view, whatever its type and offset', (t) => {
+  const backing = new ArrayBuffer(64);
+  new Uint8Array(backing).forEach((_, i, u) => (u[i] = i));
+  const sources = [
+    new Float64Array(backing, 8, 3),
+    new Int16Array(backing, 6, 5),
+    new Uint8ClampedArray(backing, 3, 7),
+    new BigInt64Array(backing, 16, 2),
+    Buffer.from(backing, 5, 9),
+  ];
+  for (const source of sources) {
+    const copy = makeTransferable(source, { transferRequired: false });
+    t.is(copy.array.constructor, source.constructor);
+    t.deepEqual(Array.from(copy.array), Array.from(source));
+    copy.release();
+  }
+  // A pool view as the source (another block of the same pool).
+  const first = makeTransferable(new Float32Array([1, 2, 3, 4]), { transferRequired: false });
+  const second = makeTransferable(first.array.subarray(1, 3), { transferRequired: false });
+  t.deepEqual(Array.from(second.array), [2, 3]);
+  t.not(second.offset, first.offset);
+  second.release();
+  first.release();
+});
+
+test.serial('a released small array is kept in the process cache: counted apart, its old handle stale', (t) => {
+  const a = makeTransferable(new Float64Array(100).fill(1), { transferRequired: false });
+  const old = a.toHandle();
+  const before = pool.stats();
+  a.release();
+  const cached = pool.stats();
+  t.is(cached.usedBytes, before.usedBytes - 896, 'no longer used (100 doubles in an 896-byte block)');
+  t.is(cached.cachedBytes, before.cachedBytes + 896);
+  t.throws(() => revive(old), { instanceOf: ArrayPoolError, code: 'ERR_STALE_HANDLE' });
+  // The next array of that size takes the block back, under a new generation.
+  const b = makeTransferable(new Float64Array(100).fill(2), { transferRequired: false });
+  t.is(b.offset, old.offset);
+  t.not(b.toHandle().generation, old.generation);
+  t.throws(() => revive(old), { instanceOf: ArrayPoolError, code: 'ERR_STALE_HANDLE' });
+  t.is(pool.stats().cachedBytes, before.cachedBytes);
+  b.release();
+  t.is(pool.check().violation, null);
+});
+
+test.serial('an array whose view was never made is released by GC too', async (t) => {
+  // Blocks by (offset, generation): a freed block may be cached under a new generation.
+  const made = (() => {
+    const local = makeTransferable(new Float64Array(64).fill(1), { transferRequired: false });
+    const sent = makeTransferable(new Float64Array(64).fill(2));
+    revive(sent.toHandle());
+    return [local.toHandle(), sent.toHandle()].map((h) => `${h.offset}:${h.generation}`);
+  })();
+  const live = () => pool.blocks().blocks.filter((b) => made.includes(`${b.offset}:${b.generation}`)).length;
+  t.is(live(), 2);
+  for (let i = 0; i < 50 && live() > 0; i++) await collectGarbage();
+  t.is(live(), 0, 'both blocks were freed once their arrays were collected');
+  t.is(pool.check().violation, null);
+});
+
+test('a view made late sees the data, and a released one is empty and detached', (t) => {
+  const a = makeTransferable(Float64Array.of(1, 2, 3), { transferRequired: false });
+  const b = revive(a.toHandle());
+  t.deepEqual(Array.from(b.array), [1, 2, 3]);
+  b.array[0] = 9;
+  t.deepEqual(Array.from(a.array), [9, 2, 3]);
+  t.deepEqual(Array.from(a.toArray()), [9, 2, 3]);
+  b.release();
+  const c = makeTransferable(Float64Array.of(4), { transferRequired: false });
+  c.release();
+  t.is(c.array.length, 0);
+  t.throws(() => makeTransferable(c.array), { instanceOf: ArrayPoolError, code: 'ERR_INVALID_ARG' });
+  a.release();
 });
 
 test('zero-length arrays work', (t) => {

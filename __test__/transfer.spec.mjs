@@ -81,6 +81,10 @@ test.serial('a block sent to a second child after the first released it is ERR_S
     a.release(); // the parent lets go; the block is in flight
     const got = await first.request('readAndRelease', { arr: handle });
     t.is(got.sum, 21);
+    // The first child freed it into its small-block cache: once it is gone
+    // (its cache drained at close, or reaped), the memory is free for reuse.
+    await first.stop();
+    getPool().reap();
     // The memory is reused by a new array right away.
     const reuse = makeTransferable(new Float64Array([5, 5, 5]), { transferRequired: false });
     t.is(reuse.offset, handle.offset, 'same place, new generation');

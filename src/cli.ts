@@ -96,7 +96,7 @@ function blocks(args: string[]): number {
       console.log(['offset', 'size', 'data', 'generation', 'age', 'state', 'transfer', 'holders'].join('\t'));
     }
     for (const b of l.blocks) {
-      const state = b.releasing ? 'releasing' : b.inFlight ? 'in flight' : 'held';
+      const state = b.releasing ? 'releasing' : b.cached ? 'cached' : b.inFlight ? 'in flight' : 'held';
       const transfer = !b.transferRequired ? 'not required' : b.transferred ? 'transferred' : 'not transferred';
       const holders = b.holders.map((h) => `pid ${h.pid} (slot ${h.slot}${h.alive ? '' : ', dead'})`).join(', ') || '-';
       console.log([b.offset, b.size, b.dataLen, b.generation, b.age, state, transfer, holders].join('\t'));

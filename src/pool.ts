@@ -55,6 +55,13 @@ export interface PoolStats {
   freeBytes: number;
   largestFreeBytes: number;
   liveBlocks: number;
+  /**
+   * Small blocks that processes freed and keep for their next allocation of
+   * the same size (not counted in `usedBytes`/`liveBlocks`/`freeBytes`);
+   * given back when the pool is full or the process leaves.
+   */
+  cachedBytes: number;
+  cachedBlocks: number;
   inFlightBlocks: number;
   processes: number;
   lockTakeovers: number;
@@ -112,6 +119,8 @@ export interface BlockInfo {
   inFlight: boolean;
   /** Being freed right now. */
   releasing: boolean;
+  /** Freed into its holder's small-block cache: kept for that process's next allocation. */
+  cached: boolean;
 }
 
 /** What `Pool.blocks()` returns. */
@@ -124,6 +133,8 @@ export interface BlockList {
   totalBytes: number;
   /** How many of them are in flight. */
   inFlightBlocks: number;
+  /** How many of them are cached (`BlockInfo.cached`). */
+  cachedBlocks: number;
   /** Used blocks not listed (over the limit). */
   omitted: number;
   /** The generation the next allocation gets (ages count from it). */
@@ -224,6 +235,7 @@ export class Pool {
       totalBlocks: r.totalBlocks,
       totalBytes: r.totalBytes,
       inFlightBlocks: r.inFlightBlocks,
+      cachedBlocks: r.cachedBlocks,
       omitted: r.omitted,
       nextGeneration: r.nextGeneration,
     };

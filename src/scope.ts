@@ -9,6 +9,8 @@ import type { TransferableArray } from './transferable.js';
 
 /** The scope whose `run` is on the stack (or whose async work this is). */
 const current = new AsyncLocalStorage<PoolScope>();
+/** Some scope ran: until then no array can be in one, and `getStore()` (tens of ns) is skipped on every make. */
+let anyScopeRan = false;
 
 /**
  * A set of TransferableArrays released together. An array joins it when it
@@ -47,6 +49,7 @@ export class PoolScope implements Disposable, AsyncDisposable {
    * returns; the scope stays open.
    */
   run<R>(fn: () => R): R {
+    anyScopeRan = true;
     return current.run(this, fn);
   }
 
@@ -83,7 +86,7 @@ export class PoolScope implements Disposable, AsyncDisposable {
 
 /** @internal Called by every new TransferableArray. */
 export function adoptIntoScope(array: TransferableArray): void {
-  current.getStore()?.adopt(array);
+  if (anyScopeRan) current.getStore()?.adopt(array);
 }
 
 /**

@@ -34,6 +34,24 @@ const out = new Float64Array(3);
 /** `[poolId, offset, generation, byteOffset]`, written by `locateView`. */
 const located = new Float64Array(4);
 
+/**
+ * Lazy views: `makeTransferable` and `revive` take the block reference
+ * without making its external ArrayBuffer (the costly part of a view: a
+ * Node Buffer with a native finalizer, run through an immediate); the
+ * buffer is made when `.array` (or `toArray()`) is first read, and from then
+ * on its finalizer owns the reference, as for every other view. Until then
+ * the reference belongs to the TransferableArray: `release()` drops it, and
+ * if the object is collected first, this registry does.
+ */
+const unviewed = new FinalizationRegistry<number>((viewId) => {
+  try {
+    binding.release(viewId, undefined);
+  } catch {
+    // Nothing to throw to from a finalization callback; the reference then
+    // goes when the pool closes or the process exits.
+  }
+});
+
 export interface TransferOptions {
   /**
    * Default true: the block survives this process's last reference until
@@ -66,8 +84,9 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
   #generation: number;
   /** This wrapper told the binding that the block's handle may leave (or did not need to). */
   #escaped: boolean;
-  #array: T;
-  #buffer: ArrayBuffer;
+  /** Undefined until the view is made (a lazy view, see `unviewed`). */
+  #array: T | undefined;
+  #buffer: ArrayBuffer | undefined;
   #viewId: number;
   #pool: Pool;
   #released = false;
@@ -88,9 +107,10 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
   /**
    * @internal Use makeTransferable, empty, zeros or revive. `escaped`: the
    * block may already be known to other processes (attached from a handle),
-   * so reading the handle needs no mark.
+   * so reading the handle needs no mark. `buffer` undefined: a lazy view,
+   * whose reference (view id in `out[0]`) this object owns until `.array`.
    */
-  constructor(pool: Pool, buffer: ArrayBuffer, handle: Omit<TransferableHandle, '__arraypool__'>, escaped = false) {
+  constructor(pool: Pool, buffer: ArrayBuffer | undefined, handle: Omit<TransferableHandle, '__arraypool__'>, escaped = false) {
     this.#generation = handle.generation;
     this.#escaped = escaped;
     this.segment = handle.segment;
@@ -103,13 +123,34 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     this.#pool = pool;
     this.#buffer = buffer;
     this.#viewId = out[0] as number;
-    const info = DTYPES[handle.dtype];
-    this.#array = info.view(buffer, 0, handle.byteLength / info.bytesPerElement) as T;
+    if (buffer === undefined) {
+      unviewed.register(this, this.#viewId, this);
+    } else {
+      const info = DTYPES[handle.dtype];
+      this.#array = info.view(buffer, 0, handle.byteLength / info.bytesPerElement) as T;
+    }
     adoptIntoScope(this);
   }
 
   /** The typed array: a view of shared memory (no copy). Empty once released. */
   get array(): T {
+    return this.#array ?? this.#view();
+  }
+
+  /** Makes a lazy view's ArrayBuffer (its finalizer takes the reference over); a released one's array is empty. */
+  #view(): T {
+    const info = DTYPES[this.dtype];
+    if (this.#released) {
+      // Detached, like a released view's array (copying it is then refused too).
+      const empty = new ArrayBuffer(0);
+      this.#array = info.view(empty, 0, 0) as T;
+      structuredClone(empty, { transfer: [empty] });
+      return this.#array;
+    }
+    const buffer = native(() => binding.viewOf(this.#viewId));
+    unviewed.unregister(this);
+    this.#buffer = buffer;
+    this.#array = info.view(buffer, 0, this.byteLength / info.bytesPerElement) as T;
     return this.#array;
   }
 
@@ -152,6 +193,14 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
    */
   release(): void {
     if (this.#released) return;
+    if (this.#buffer === undefined) {
+      // A lazy view: if the binding fails, the array stays live (its
+      // reference held, GC still releases it).
+      native(() => binding.release(this.#viewId, undefined));
+      this.#released = true;
+      unviewed.unregister(this);
+      return;
+    }
     this.#released = true;
     native(() => binding.release(this.#viewId, this.#buffer));
   }
@@ -195,7 +244,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
   /** A new block with a copy of the data. */
   copy(options: Pick<TransferOptions, 'transferRequired'> = {}): TransferableArray<T> {
     this.#live();
-    return makeTransferable(this.#array, { ...options, shape: this.shape });
+    return makeTransferable(this.array, { ...options, shape: this.shape });
   }
 
   /** A private copy on the JS heap (not shared). */
@@ -204,7 +253,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     const info = DTYPES[this.dtype];
     const copy = info.view(new ArrayBuffer(this.byteLength), 0, this.byteLength / info.bytesPerElement);
     new Uint8Array(copy.buffer, copy.byteOffset, copy.byteLength).set(
-      new Uint8Array(this.#buffer, 0, this.byteLength),
+      new Uint8Array(this.array.buffer, 0, this.byteLength),
     );
     return copy as T;
   }
@@ -269,18 +318,29 @@ function transferRequiredOf(options: unknown, what: string): boolean {
   return value;
 }
 
-/** Allocates a block for a shape already checked (`dims`, `size` from checkShape). */
+/**
+ * Allocates a block for a shape already checked (`dims`, `size` from
+ * checkShape), with a copy of `source` (of that many bytes) if given: one
+ * native call allocates and copies, and makes no view yet (a lazy view,
+ * `buffer` undefined; see `unviewed`).
+ */
 function allocate(
   dtype: DType,
   dims: readonly number[],
   size: number,
   transferRequired: boolean,
-): { pool: Pool; buffer: ArrayBuffer; handle: Omit<TransferableHandle, '__arraypool__'> } {
+  source?: PoolTypedArray,
+): { pool: Pool; buffer: ArrayBuffer | undefined; handle: Omit<TransferableHandle, '__arraypool__'> } {
   const byteLength = size * DTYPES[dtype].bytesPerElement;
   const pool = getPool();
   // The block's handle is taken not to have left this process until the
   // TransferableArray's getter or toHandle() marks it.
-  const buffer = native(() => binding.allocate(pool.id, byteLength, transferRequired, out));
+  // (An empty array has nothing to copy, and napi may give it no data pointer.)
+  const buffer = native((): ArrayBuffer | undefined => {
+    if (source === undefined || byteLength === 0) return binding.allocate(pool.id, byteLength, transferRequired, out);
+    binding.allocateCopy(pool.id, source, byteLength, transferRequired, out);
+    return undefined;
+  });
   return {
     pool,
     buffer,
@@ -314,11 +374,10 @@ export function makeTransferable<T extends PoolTypedArray>(
   if (size !== facts.length) {
     throw new ArrayPoolError('ERR_INVALID_SHAPE', `shape [${dims.join(', ')}] has ${size} elements, the array ${facts.length}`);
   }
-  const source = new Uint8Array(facts.buffer, facts.byteOffset, facts.byteLength);
-  const { pool, buffer, handle } = allocate(facts.dtype, dims, size, transferRequired);
-  const t = new TransferableArray<T>(pool, buffer, handle);
-  new Uint8Array(buffer).set(source);
-  return t;
+  // The binding copies the array's bytes (its real extent, as napi reads
+  // it: own `length`/`byteLength` properties cannot change it).
+  const { pool, buffer, handle } = allocate(facts.dtype, dims, size, transferRequired, array);
+  return new TransferableArray<T>(pool, buffer, handle);
 }
 
 function allocateNew<D extends DType>(dtype: D, shape: number | readonly number[], options: TransferOptions): TransferableArray<DTypeArrays[D]> {
@@ -398,12 +457,12 @@ export function attachHandle(value: Record<string, unknown>): TransferableArray 
     }
     throw error;
   }
-  const buffer = native(() =>
-    binding.attach(pool.id, h.offset, h.generation, h.byteOffset, h.byteLength, out),
-  );
+  // A lazy view (see `unviewed`): a receiver that only forwards or drops the
+  // array never pays for its ArrayBuffer.
+  native(() => binding.attachUnviewed(pool.id, h.offset, h.generation, h.byteOffset, h.byteLength, out));
   // The pool's own spelling of its name (a handle may say `/arraypool-...`).
   // Attached: the block is transferred, so its handle needs no mark.
-  return new TransferableArray(pool, buffer, { ...h, segment: pool.name }, true);
+  return new TransferableArray(pool, undefined, { ...h, segment: pool.name }, true);
 }
 
 /**

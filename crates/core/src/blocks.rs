@@ -74,6 +74,9 @@ pub struct BlockInfo {
     pub in_flight: bool,
     /// Being freed right now.
     pub releasing: bool,
+    /// Freed into its holder's small-block cache (LAYOUT.md §9.1): kept
+    /// for that process's next allocation of its size; nobody can attach it.
+    pub cached: bool,
 }
 
 /// The used blocks of a pool, the first `limit` of them listed.
@@ -87,6 +90,8 @@ pub struct BlockList {
     pub total_bytes: u64,
     /// How many of them are in flight.
     pub in_flight: u64,
+    /// How many of them are cached (see `BlockInfo::cached`).
+    pub cached: u64,
     /// Used blocks found but not listed (over the limit).
     pub omitted: u64,
     /// The generation the next allocation gets (ages count from it).
@@ -146,6 +151,9 @@ impl BlockList {
         if holders == 0 {
             self.in_flight += 1;
         }
+        if tag & FLAG_CACHED != 0 {
+            self.cached += 1;
+        }
         if self.blocks.len() >= limit {
             self.omitted += 1;
             return Ok(());
@@ -172,6 +180,7 @@ impl BlockList {
             transfer_required: tag & FLAG_TRANSFER_REQUIRED != 0,
             transferred: tag & FLAG_TRANSFERRED != 0,
             releasing: tag & FLAG_RELEASING != 0,
+            cached: tag & FLAG_CACHED != 0,
         });
         Ok(())
     }

@@ -44,6 +44,8 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
         .fold(0, |mask, (k, _)| mask | 1 << k);
     let next_generation = h.next_generation.load(Relaxed);
     let mut per_slot = [0u64; MAX_PROCESSES];
+    // (blocks, bytes) each slot keeps cached.
+    let mut cached_per_slot = [(0u64, 0u64); MAX_PROCESSES];
     let (mut used, mut live, mut in_flight, mut free_blocks) = (0u64, 0u64, 0u64, 0u64);
     let mut prev_free_flags: Option<u64> = None;
     let mut violation: Option<String> = None;
@@ -99,6 +101,16 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
                 }
                 for (k, count) in per_slot.iter_mut().enumerate() {
                     *count += (holders >> k) & 1;
+                }
+                if tag & FLAG_CACHED != 0 {
+                    if tag != TAG_USED | FLAG_CACHED || holders.count_ones() != 1 {
+                        violation = Some(format!(
+                            "cached block at {offset} has tag {tag:#x} and holders {holders:#x}"
+                        ));
+                    }
+                    let k = holders.trailing_zeros() as usize % MAX_PROCESSES;
+                    cached_per_slot[k].0 += 1;
+                    cached_per_slot[k].1 += size;
                 }
                 if holders == 0 {
                     if tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0 {
@@ -156,6 +168,13 @@ fn check_inner(heap: &Heap, report: &mut CheckReport) -> Result<(), String> {
             return Err(format!(
                 "process slot {k} records {stored} held blocks, the heap has {}",
                 per_slot[k]
+            ));
+        }
+        let stored = cached_parts(p.cached.load(Relaxed));
+        if stored != cached_per_slot[k] {
+            return Err(format!(
+                "process slot {k} records {stored:?} cached (blocks, bytes), the heap has {:?}",
+                cached_per_slot[k]
             ));
         }
     }

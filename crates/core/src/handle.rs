@@ -71,7 +71,7 @@ impl Handle {
         let b = heap.block(self.offset)?;
         let tag = b.tag.load(Relaxed);
         if tag & TAG_MASK != TAG_USED
-            || tag & FLAG_RELEASING != 0
+            || tag & (FLAG_RELEASING | FLAG_CACHED) != 0
             || b.generation.load(Relaxed) != self.generation
         {
             return Err(stale());

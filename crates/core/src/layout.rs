@@ -54,6 +54,21 @@ pub const FLAG_RELEASING: u64 = 4;
 /// Free block: some of its pages may not be backed by tmpfs yet; they must
 /// be reserved (`fallocate`) before the block is handed out.
 pub const FLAG_UNRESERVED: u64 = 8;
+/// Used block: freed by its process into its own small-block cache (see
+/// `block_cache.rs`); held by that process alone, attaching it fails.
+pub const FLAG_CACHED: u64 = 16;
+
+/// `ProcessSlot::cached` for `blocks` cached blocks of `bytes` bytes in all
+/// (one word, so caching a block is one journaled write; a process caches
+/// at most 1 MiB in 256 blocks).
+pub const fn cached_word(blocks: u64, bytes: u64) -> u64 {
+    (blocks << 32) | (bytes & 0xffff_ffff)
+}
+
+/// `(blocks, bytes)` of a `ProcessSlot::cached` word.
+pub const fn cached_parts(word: u64) -> (u64, u64) {
+    (word >> 32, word & 0xffff_ffff)
+}
 
 /// Process slot states.
 pub const SLOT_FREE: u64 = 0;
@@ -77,7 +92,11 @@ pub struct ProcessSlot {
     pub held_blocks: AtomicU64,
     /// Times this slot was claimed (diagnostics).
     pub claims: AtomicU64,
-    pub reserved: [AtomicU64; 4],
+    /// What this slot keeps in its small-block cache: blocks in the upper
+    /// 32 bits, their bytes in the lower 32 (see `cached_word`); counted in
+    /// `used_bytes`/`live_blocks` too, reported apart by `stats`.
+    pub cached: AtomicU64,
+    pub reserved: [AtomicU64; 3],
 }
 
 #[repr(C)]
@@ -350,7 +369,8 @@ mod tests {
             ("pid", offset_of!(ProcessSlot, pid)),
             ("held_blocks", offset_of!(ProcessSlot, held_blocks)),
             ("claims", offset_of!(ProcessSlot, claims)),
-            ("reserved[4]", offset_of!(ProcessSlot, reserved)),
+            ("cached", offset_of!(ProcessSlot, cached)),
+            ("reserved[3]", offset_of!(ProcessSlot, reserved)),
         ];
         let block: &[(&str, usize)] = &[
             ("size", offset_of!(BlockHeader, size)),

@@ -16,7 +16,7 @@
 //! - `refs`: holder records per process, the transferred rule.
 //! - `handle`: handle validation.
 //! - `pool`: `Pool`, composing them (with `register`, `txn`, `release`,
-//!   `reap`, `reserve`, `local`: one job each).
+//!   `reap`, `reserve`, `local`, `block_cache`: one job each).
 //! - `inspect`: reading a segment from outside (`ls`, `stats`, `gc`).
 //! - `check`: the full invariant walk; `capacity`: default sizes;
 //!   `testing`: fault-injection hooks (cargo feature `testing` only).
@@ -37,6 +37,7 @@
 //! ```
 
 mod allocator;
+mod block_cache;
 pub mod blocks;
 mod capacity;
 mod check;

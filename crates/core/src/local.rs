@@ -1,11 +1,12 @@
 //! What this process holds: its references per block (several views of one
-//! block are counted here, never in the segment) and whether it closed the
-//! pool. One mutex guards both, so `close` is ordered with every
+//! block are counted here, never in the segment), its cached blocks, and
+//! whether it closed the pool. One mutex guards both, so `close` is ordered with every
 //! `allocate`, `attach`, `share` and `release`: after `close`, nothing is
 //! handed out.
 
 use std::collections::HashMap;
 
+use crate::block_cache::BlockCache;
 use crate::error::{PoolError, Result};
 
 /// Hashes block offsets (64-byte multiples) with one multiply: the map sits
@@ -45,6 +46,8 @@ pub(crate) struct LocalRef {
 #[derive(Default)]
 pub(crate) struct LocalState {
     pub refs: HashMap<u64, LocalRef, std::hash::BuildHasherDefault<OffsetHasher>>,
+    /// Small blocks this process freed into its cache (`block_cache.rs`).
+    pub cache: BlockCache,
     pub closed: bool,
 }
 

@@ -81,11 +81,19 @@ pub struct Stats {
     pub capacity_bytes: u64,
     /// Bytes available to blocks (capacity less header and bitmap).
     pub heap_bytes: u64,
-    /// Bytes in used blocks, block headers and padding included.
+    /// Bytes in used blocks, block headers and padding included; blocks
+    /// kept in processes' small-block caches are not counted here but in
+    /// `cached_bytes`.
     pub used_bytes: u64,
+    /// Heap bytes neither used nor cached.
     pub free_bytes: u64,
     pub largest_free_bytes: u64,
     pub live_blocks: u64,
+    /// Freed small blocks that processes keep for their next allocations
+    /// (LAYOUT.md §9.1): allocated in the segment, free for their owner,
+    /// given back when the pool is full or the process leaves.
+    pub cached_bytes: u64,
+    pub cached_blocks: u64,
     pub in_flight_blocks: u64,
     /// Registered processes that are alive.
     pub processes: u64,
@@ -290,6 +298,42 @@ impl Pool {
             _ => return self.critical_section(self.wait(), |heap| Err(self.pool_full(heap, len))),
         };
         let sweep_due = self.sweep_due();
+        if let Some(cached) = state.cache.take(size) {
+            let reused = self.critical_section(self.wait(), |heap| {
+                if sweep_due {
+                    self.reap_locked(heap)?;
+                }
+                self.reuse_cached(heap, &cached, len, transfer_required)
+            });
+            match reused {
+                // Another process reclaimed it (a full pool): allocate as usual.
+                Ok(None) => {}
+                Ok(Some(block)) => {
+                    state.refs.insert(
+                        block.offset,
+                        LocalRef {
+                            generation: block.generation,
+                            data_len: len,
+                            count: 1,
+                            escaped,
+                        },
+                    );
+                    return Ok(block);
+                }
+                Err(e) => {
+                    if let PoolError::LockTimeout { .. } = e {
+                        state.cache.put(cached);
+                    } else {
+                        // Not as this process left it (corrupt): its record
+                        // stays, so the slot is left to be reaped when this
+                        // process leaves.
+                        self.release_failures.fetch_add(1, Relaxed);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let cache = &mut state.cache;
         let block = self.critical_section(self.wait(), |heap| {
             if sweep_due {
                 self.reap_locked(heap)?;
@@ -298,8 +342,18 @@ impl Pool {
                 Some(o) => o,
                 None => {
                     let reaped = self.reap_locked(heap)?;
-                    match heap.find_free(size)?.filter(|_| reaped.blocks_freed > 0) {
+                    let drained = self.drain_cache_locked(heap, cache);
+                    match heap
+                        .find_free(size)?
+                        .filter(|_| reaped.blocks_freed > 0 || drained > 0)
+                    {
                         Some(o) => o,
+                        None if self.reclaim_cached_of_others(heap)? > 0 => {
+                            match heap.find_free(size)? {
+                                Some(o) => o,
+                                None => return Err(self.pool_full(heap, len)),
+                            }
+                        }
                         None => return Err(self.pool_full(heap, len)),
                     }
                 }
@@ -496,7 +550,7 @@ impl Pool {
             }
             None => return Err(PoolError::NotHeld { offset }),
         };
-        self.drop_reference(offset, generation, unsent)
+        self.drop_reference(offset, generation, unsent, &mut state.cache)
     }
 
     /// References this process holds (views counted one by one).
@@ -538,13 +592,24 @@ impl Pool {
                         && (*k as u32 == self.slot || self.segment.slot_alive(*k))
                 })
                 .count() as u64;
+            let (cached_bytes, cached_blocks) = h
+                .processes
+                .iter()
+                .filter(|p| p.state.load(Relaxed) == SLOT_ACTIVE)
+                .fold((0u64, 0u64), |(bytes, blocks), p| {
+                    let (b, n) = cached_parts(p.cached.load(Relaxed));
+                    (bytes.wrapping_add(n), blocks.wrapping_add(b))
+                });
+            let used = used.saturating_sub(cached_bytes);
             Ok(Stats {
                 capacity_bytes: self.geometry.capacity,
                 heap_bytes,
                 used_bytes: used,
-                free_bytes: heap_bytes.saturating_sub(used),
+                free_bytes: heap_bytes.saturating_sub(used).saturating_sub(cached_bytes),
                 largest_free_bytes: heap.largest_free()?.saturating_sub(BLOCK_HEADER_SIZE),
-                live_blocks: h.live_blocks.load(Relaxed),
+                live_blocks: h.live_blocks.load(Relaxed).saturating_sub(cached_blocks),
+                cached_bytes,
+                cached_blocks,
                 in_flight_blocks: h.in_flight_blocks.load(Relaxed),
                 processes,
                 lock_takeovers: h.lock_takeovers.load(Relaxed),
@@ -582,11 +647,13 @@ impl Pool {
         let slot = self.slot as usize;
         // Queued releases run first in the critical section; then each held
         // block is dropped as its own transaction.
+        let cache = &mut state.cache;
         let left = self.critical_section(Wait::Try, |heap| {
+            self.drain_cache_locked(heap, cache);
             let mut failed = self.release_failures.load(Relaxed);
             for &(offset, generation, unsent) in &held {
                 let dropped = self
-                    .drop_step(heap, offset, generation, false, unsent)
+                    .drop_step(heap, offset, generation, false, unsent, None)
                     .map(|_| ());
                 if self.committed(dropped).is_err() {
                     failed += 1;
@@ -602,9 +669,12 @@ impl Pool {
             }
             let entry = &self.view.header().processes[slot];
             self.view.set(&entry.state, SLOT_FREE)?;
+            self.view.set(&entry.cached, 0)?;
             self.view.set(&entry.held_blocks, 0)
         });
-        // Whatever is still queued stays in the segment for the reapers.
+        // Whatever is still queued or cached stays in the segment for the
+        // reapers.
+        state.cache.take_all();
         self.lock_queue().clear();
         self.queued_count.store(0, Relaxed);
         // Leave the slot to others. If the lock was busy or some holder
@@ -668,6 +738,7 @@ impl Pool {
         let mut state = self.lock_state();
         state.closed = true;
         state.refs.clear();
+        state.cache.take_all();
         drop(state);
         self.closed.store(true, Release);
     }

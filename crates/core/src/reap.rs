@@ -20,11 +20,12 @@ const SWEEP_CLOCK_EVERY: u64 = 256;
 impl Pool {
     /// Whether the periodic dead-peer sweep is due (and claims it).
     pub(crate) fn sweep_due(&self) -> bool {
-        if !self
-            .allocations
-            .fetch_add(1, Relaxed)
-            .is_multiple_of(SWEEP_CLOCK_EVERY)
-        {
+        // A load and a store, not an atomic add (a locked instruction is a
+        // measurable part of a cached allocation): threads racing here may
+        // lose a count, which only moves the next clock read a little.
+        let n = self.allocations.load(Relaxed);
+        self.allocations.store(n.wrapping_add(1), Relaxed);
+        if !n.is_multiple_of(SWEEP_CLOCK_EVERY) {
             return false;
         }
         let now = self.epoch.elapsed().as_millis() as u64;
@@ -85,6 +86,7 @@ impl Pool {
             remaining &= remaining - 1;
             self.view.set(&h.processes[slot].state, SLOT_FREE)?;
             self.view.set(&h.processes[slot].held_blocks, 0)?;
+            self.view.set(&h.processes[slot].cached, 0)?;
             report.processes += 1;
         }
         self.view.commit();

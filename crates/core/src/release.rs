@@ -18,6 +18,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::allocator::Heap;
+use crate::block_cache::BlockCache;
 use crate::error::{PoolError, Result};
 use crate::layout::*;
 use crate::lock::Wait;
@@ -50,9 +51,17 @@ impl Pool {
     /// reference is gone) without waiting for the lock: done now if the
     /// lock is free, else queued.
     /// `unsent`: the block's handle never left this process.
-    pub(crate) fn drop_reference(&self, offset: u64, generation: u64, unsent: bool) -> Result<()> {
+    /// A small block this process alone holds goes to `cache` instead of
+    /// the allocator when it has room (see `block_cache.rs`).
+    pub(crate) fn drop_reference(
+        &self,
+        offset: u64,
+        generation: u64,
+        unsent: bool,
+        cache: &mut BlockCache,
+    ) -> Result<()> {
         let step = self.critical_section(Wait::Try, |heap| {
-            self.drop_step(heap, offset, generation, true, unsent)
+            self.drop_step(heap, offset, generation, true, unsent, Some(cache))
         });
         match step {
             Ok(Step::Done) => Ok(()),
@@ -95,6 +104,8 @@ impl Pool {
     /// `unsent`: the block's handle never left this process, so if this
     /// process is its only holder and nobody ever attached it, it is freed
     /// even if allocated `transfer_required` (the flag is cleared first).
+    /// With `cache`, a small block about to be freed that this process alone
+    /// holds is cached instead, if the cache has room.
     pub(crate) fn drop_step(
         &self,
         heap: &Heap,
@@ -102,6 +113,7 @@ impl Pool {
         generation: u64,
         punch_outside: bool,
         unsent: bool,
+        cache: Option<&mut BlockCache>,
     ) -> Result<Step> {
         let b = refs::held_block(heap, offset, generation)?;
         // Confirmed by its neighbour in `used_block`.
@@ -119,6 +131,15 @@ impl Pool {
         let will_free =
             others == 0 && (tag & FLAG_TRANSFER_REQUIRED == 0 || tag & FLAG_TRANSFERRED != 0);
         let large = will_free && self.should_punch(size);
+        if let Some(cache) = cache.filter(|c| {
+            will_free
+                && !large
+                && b.holders.load(Relaxed) == refs::slot_bit(self.slot)
+                && c.has_room(size, self.geometry.heap_end - self.geometry.heap_start)
+        }) {
+            cache.put(self.cache_locked(b, offset, size)?);
+            return Ok(Step::Done);
+        }
         if large && punch_outside {
             // Return the pages outside the lock; meanwhile the block is
             // ours alone and no handle can attach it.
@@ -161,7 +182,7 @@ impl Pool {
             let done = if q.punched {
                 self.finish_punched(heap, q.offset, q.generation, true)
             } else {
-                self.drop_step(heap, q.offset, q.generation, false, q.unsent)
+                self.drop_step(heap, q.offset, q.generation, false, q.unsent, None)
                     .map(|_| ())
             };
             if self.committed(done).is_err() {

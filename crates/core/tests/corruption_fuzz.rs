@@ -225,6 +225,12 @@ fn check_template(t: &Template) {
     assert!(count(&|b| !b.used()) >= 4, "free blocks");
     assert!(count(&|b| b.used() && b.holders == 0) >= 1, "in flight");
     assert!(count(&|b| b.holders.count_ones() >= 2) >= 1, "shared");
+    // Freed small blocks kept in the (dead) processes' caches: reaping
+    // must free them.
+    assert!(
+        count(&|b| b.used() && b.tag & FLAG_CACHED != 0) >= 1,
+        "cached"
+    );
     assert!(
         count(&|b| !b.used()
             && b.tag & FLAG_UNRESERVED != 0
@@ -748,7 +754,8 @@ struct Known {
 fn encode_known(blocks: &[TBlock]) -> String {
     blocks
         .iter()
-        .filter(|b| b.used())
+        // A cached block was freed by its process: no handle names it.
+        .filter(|b| b.used() && b.tag & FLAG_CACHED == 0)
         .map(|b| format!("{}:{}:{}:{}", b.offset, b.generation, b.data_len, b.size))
         .collect::<Vec<_>>()
         .join(",")

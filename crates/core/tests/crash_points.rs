@@ -169,6 +169,30 @@ fn verify_recovery(op: &str, n: u64, p: &Prepared, crashed: bool) {
     assert_eq!(pool.check().expect("check").violation, None, "{ctx}");
 }
 
+/// Waits until every holder of a block other than `pool`'s process is seen
+/// dead: a process that another test thread forks at the moment a pool's
+/// fd is closed holds a copy of it (and so its liveness lock) until it
+/// execs, and a child registering then would take another slot.
+fn wait_until_holders_dead(pool: &Pool) {
+    let deadline = std::time::Instant::now() + CHILD_DEADLINE;
+    loop {
+        let list = pool.blocks(100).expect("blocks");
+        let alive = list
+            .blocks
+            .iter()
+            .flat_map(|b| &b.holders)
+            .any(|h| h.alive && h.slot != pool.slot());
+        if !alive {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dead holder's liveness lock stays held"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn reserved_until(pool: &Pool) -> u64 {
     read_segment_word(
         pool.name(),
@@ -234,6 +258,23 @@ fn crash_child_entry() {
             let r = pool.reap().expect("reap");
             disarm();
             println!("DONE {} {} {}", r.processes, r.references, r.blocks_freed);
+        }
+        "release-cache" => {
+            let b = pool.allocate(1000, false).expect("allocate");
+            fill(&pool, &b, 0x61);
+            arm();
+            pool.release(b.offset, b.generation).expect("release");
+            disarm();
+            println!("DONE {}", pool.cached().1);
+        }
+        "allocate-cached" => {
+            let b = pool.allocate(1000, false).expect("allocate");
+            pool.release(b.offset, b.generation).expect("release");
+            arm();
+            let again = pool.allocate(1000, false).expect("allocate");
+            disarm();
+            fill(&pool, &again, 0x62);
+            println!("DONE {} {}", again.offset == b.offset, pool.cached().1);
         }
         "release-punch" => {
             let b = pool.allocate(512 * KIB, false).expect("allocate");
@@ -313,13 +354,19 @@ fn a_free_coalescing_with_both_neighbours_survives_a_crash_after_any_write() {
             let mut p = Prepared::new(shm_options());
             p.keep(1000, 0x31);
             let a = p.parent.allocate(20 * KIB, false).expect("allocate A");
-            let b = p.parent.allocate(3000, true).expect("allocate B");
+            // Larger than a cached block, so the child's release frees it.
+            let b = p.parent.allocate(70 * KIB, true).expect("allocate B");
             fill(&p.parent, &b, 0x5b);
             let c = p.parent.allocate(20 * KIB, false).expect("allocate C");
             p.keep(1000, 0x32);
             for x in [a, c, b] {
                 p.parent.release(x.offset, x.generation).expect("release");
             }
+            // A and C went to the parent's small-block cache: free them.
+            assert_eq!(
+                p.parent.drain_cache().expect("drain"),
+                2 * block_size(20 * KIB)
+            );
             assert_eq!(p.parent.stats().expect("stats").in_flight_blocks, 1);
             p.env
                 .push(("ARRAYPOOL_CRASH_HANDLE", encode(&handle(&p.parent, &b))));
@@ -360,6 +407,7 @@ fn reaping_a_dead_process_survives_a_crash_after_any_write() {
             victim
                 .release(blocks[3].offset, blocks[3].generation)
                 .expect("release");
+            victim.drain_cache().expect("drain the victim's cache");
             p.keep(1000, 0x42);
             placeholder.close().expect("close");
             drop(placeholder);
@@ -370,6 +418,71 @@ fn reaping_a_dead_process_survives_a_crash_after_any_write() {
             assert_eq!(
                 done, "DONE 1 5 4",
                 "one dead process, 5 references dropped, its 4 own blocks freed"
+            );
+        },
+    );
+    assert!(swept > 0);
+}
+
+#[test]
+fn caching_a_released_block_survives_a_crash_after_any_write() {
+    let swept = sweep(
+        "release-cache",
+        || {
+            let mut p = Prepared::new(shm_options());
+            p.keep(1000, 0x61);
+            p
+        },
+        |_, done| assert_eq!(done, "DONE 1", "the released block was cached"),
+    );
+    assert!(swept > 0);
+}
+
+#[test]
+fn reusing_a_cached_block_survives_a_crash_after_any_write() {
+    let swept = sweep(
+        "allocate-cached",
+        || {
+            let mut p = Prepared::new(shm_options());
+            p.keep(1000, 0x62);
+            p
+        },
+        |_, done| {
+            assert_eq!(
+                done, "DONE true 0",
+                "the allocation took the cached block back"
+            );
+        },
+    );
+    assert!(swept > 0);
+}
+
+#[test]
+fn reaping_a_dead_process_with_cached_blocks_survives_a_crash_after_any_write() {
+    let swept = sweep(
+        "reap",
+        || {
+            let p = Prepared::new(shm_options());
+            // The child registers in slot 1 (see the test above).
+            let placeholder = open(&p.parent);
+            let victim = open(&p.parent);
+            let held = victim.allocate(3000, false).expect("allocate");
+            for len in [100, 5000, 20 * KIB] {
+                let b = victim.allocate(len, false).expect("allocate");
+                victim.release(b.offset, b.generation).expect("release");
+            }
+            assert_eq!(victim.cached().1, 3, "the victim caches its 3 blocks");
+            let _ = held;
+            placeholder.close().expect("close");
+            drop(placeholder);
+            victim.abandon(); // dies holding 1 block and 3 cached ones
+            wait_until_holders_dead(&p.parent);
+            p
+        },
+        |_, done| {
+            assert_eq!(
+                done, "DONE 1 4 4",
+                "one dead process, its 4 records dropped, its block and its 3 cached ones freed"
             );
         },
     );

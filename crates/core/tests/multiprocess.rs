@@ -159,6 +159,22 @@ fn child_process_entry() {
             println!("HOLDING {}", held.len());
             std::thread::sleep(Duration::from_secs(600));
         }
+        // Frees small blocks into its cache (one handle of a freed one
+        // printed), keeps one block, and waits to be killed.
+        "cache-and-hold" => {
+            let kept = pool.allocate(2000, false).expect("allocate");
+            let mut stale = None;
+            for len in [100u64, 1000, 5000, 30_000] {
+                let b = pool.allocate(len, false).expect("allocate");
+                fill(&pool, &b, 0x5c);
+                stale.get_or_insert(handle(&pool, &b));
+                pool.release(b.offset, b.generation).expect("release");
+            }
+            let (bytes, blocks) = pool.cached();
+            let stale = stale.expect("a freed block");
+            println!("CACHED {bytes} {blocks} {} {}", kept.offset, encode(&stale));
+            std::thread::sleep(Duration::from_secs(600));
+        }
         // Makes a result, drops it and exits: the parent must still get it.
         "result" => {
             let b = pool.allocate(4096, true).expect("allocate");
@@ -272,6 +288,46 @@ fn reference_holder_killed_then_reap_returns_to_baseline() {
             "parent's block {i} intact"
         );
     }
+    assert_consistent(&parent);
+}
+
+#[test]
+fn a_process_killed_with_cached_blocks_is_reaped_back_to_zero() {
+    let parent = new_pool(64 * MIB);
+    let mut child = spawn_child("cache-and-hold", parent.name(), "");
+    let line = wait_for_line(&mut child, "CACHED");
+    let f: Vec<&str> = line.split(' ').collect();
+    let (bytes, blocks): (u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+    let sizes = [100u64, 1000, 5000, 30_000].map(|len| (len + 64).div_ceil(64) * 64);
+    assert_eq!((bytes, blocks), (sizes.iter().sum(), 4));
+    // Seen from here: cached apart from used, listed as cached, clean.
+    let s = parent.stats().unwrap();
+    assert_eq!(
+        (s.used_bytes, s.live_blocks, s.cached_bytes, s.cached_blocks),
+        (2048 + 64, 1, bytes, 4)
+    );
+    let listed = parent.blocks(10).unwrap();
+    assert_eq!((listed.total, listed.cached), (5, 4));
+    assert_consistent(&parent);
+    // A handle to a freed (cached) block is stale here too.
+    let stale = decode(parent.name(), f[4]);
+    assert_eq!(
+        parent.attach(&stale).unwrap_err().code(),
+        "ERR_STALE_HANDLE"
+    );
+    kill(&mut child);
+    let report = parent.reap().unwrap();
+    assert_eq!(
+        (report.processes, report.references, report.blocks_freed),
+        (1, 5, 5),
+        "its block and its 4 cached ones"
+    );
+    let s = parent.stats().unwrap();
+    assert_eq!(
+        (s.used_bytes, s.live_blocks, s.cached_bytes, s.cached_blocks),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(parent.blocks(10).unwrap().total, 0);
     assert_consistent(&parent);
 }
 

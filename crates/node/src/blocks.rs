@@ -33,6 +33,8 @@ pub struct BlockEntry {
     /// Nobody holds it: it waits for a receiver.
     pub in_flight: bool,
     pub releasing: bool,
+    /// Kept in its holder's small-block cache.
+    pub cached: bool,
 }
 
 #[napi(object)]
@@ -45,6 +47,8 @@ pub struct BlockListing {
     pub total_bytes: f64,
     /// How many of them are in flight.
     pub in_flight_blocks: f64,
+    /// How many of them are cached.
+    pub cached_blocks: f64,
     /// Found but not listed (over the limit).
     pub omitted: f64,
     pub next_generation: f64,
@@ -86,11 +90,13 @@ fn listing(l: BlockList) -> BlockListing {
                 transferred: b.transferred,
                 in_flight: b.in_flight,
                 releasing: b.releasing,
+                cached: b.cached,
             })
             .collect(),
         total_blocks: l.total as f64,
         total_bytes: l.total_bytes as f64,
         in_flight_blocks: l.in_flight as f64,
+        cached_blocks: l.cached as f64,
         omitted: l.omitted as f64,
         next_generation: l.next_generation as f64,
         problem: l.problem,

@@ -227,6 +227,85 @@ pub fn allocate<'env>(
     })
 }
 
+/// `allocate` with a copy of `source` (a typed array or Buffer) in the new
+/// block, in one call, and no view yet (`viewOf` makes it when JS first
+/// wants the array; until then JS owns the reference, see transferable.ts):
+/// the block holds `byteLength` bytes, which must be the source's. Nothing
+/// can fail between the allocation and the copy. Writes `[viewId, offset,
+/// generation]` to `out`.
+#[napi(catch_unwind)]
+pub fn allocate_copy(
+    env: &Env,
+    pool_id: u32,
+    source: Unknown,
+    byte_length: f64,
+    transfer_required: bool,
+    out: Unknown,
+) -> Result<(), Code> {
+    guard(|| {
+        let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
+        let Some((from, source_len)) = views::typed_array_bytes(env.raw(), source.raw()) else {
+            return Err(coded("ERR_INVALID_ARG", "source must be a typed array"));
+        };
+        if source_len != len {
+            return Err(coded(
+                "ERR_INVALID_ARG",
+                format!("source holds {source_len} bytes, not {len}"),
+            ));
+        }
+        views::check_view_size(len)?;
+        let pool = pool(pool_id)?;
+        let block = pool
+            .allocate_local(len, transfer_required)
+            .map_err(from_pool)?;
+        let to = pool.data_ptr(&block);
+        if !to.is_null() && len > 0 {
+            // SAFETY: `from` is the source's `len` bytes, alive for this call
+            // (napi's typed array info); `to` is the new block's data, `len`
+            // bytes inside the mapping (`data_ptr` checked it), held by this
+            // process. `copy` allows overlap (the source may view the pool,
+            // though never this fresh block).
+            unsafe { std::ptr::copy(from, to, len as usize) };
+        }
+        // A null `to` is refused by `register_view`, which releases the block.
+        views::register_view(env, pool_id, pool, block, 0, len, out).map(|_| ())
+    })
+}
+
+/// `attach` without the view: the reference is registered (`viewOf` makes
+/// the view when JS first wants the array). Writes `[viewId, offset,
+/// generation]` to `out`.
+#[napi(catch_unwind)]
+pub fn attach_unviewed(
+    env: &Env,
+    pool_id: u32,
+    offset: f64,
+    generation: f64,
+    byte_offset: f64,
+    byte_length: f64,
+    out: Unknown,
+) -> Result<(), Code> {
+    guard(|| {
+        let pool = pool(pool_id)?;
+        let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
+        views::check_view_size(h.byte_length)?;
+        let block = pool.attach(&h).map_err(from_pool)?;
+        views::register_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
+            .map(|_| ())
+    })
+}
+
+/// The external ArrayBuffer of a view registered without one
+/// (`allocateCopy`, `attachUnviewed`); its finalizer owns the reference
+/// from now on. `ERR_NOT_HELD` if the view was released or has its buffer.
+#[napi(catch_unwind)]
+pub fn view_of(env: &Env, view_id: f64) -> Result<ArrayBuffer<'_>, Code> {
+    guard(|| {
+        let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
+        views::wrap_view(env, id)
+    })
+}
+
 fn handle(
     pool: &Pool,
     offset: f64,
@@ -332,14 +411,14 @@ pub fn locate_view(env: &Env, view: Unknown, out: Unknown) -> Result<bool, Code>
 /// Drops a view's reference now and detaches its ArrayBuffer (every typed
 /// array over it becomes length 0). Returns false if it was already released.
 #[napi(catch_unwind)]
-pub fn release(view_id: f64, buffer: Option<ArrayBuffer>) -> Result<bool, Code> {
+pub fn release(env: &Env, view_id: f64, buffer: Unknown) -> Result<bool, Code> {
     guard(|| {
         let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
         let released = views::release_view(id);
-        if let Some(ab) = buffer {
-            // Plain (non-external) buffers cannot be detached; nothing to do then.
-            let _ = ab.detach();
-        }
+        // One napi call, which refuses anything that is not a detachable
+        // ArrayBuffer (undefined, a plain buffer): nothing to do then.
+        // SAFETY: env and buffer come from napi for the current call.
+        let _ = unsafe { napi::sys::napi_detach_arraybuffer(env.raw(), buffer.raw()) };
         Ok(released)
     })
 }
@@ -352,6 +431,10 @@ pub struct PoolStats {
     pub free_bytes: f64,
     pub largest_free_bytes: f64,
     pub live_blocks: f64,
+    /// Freed small blocks processes keep for their next allocations (not
+    /// in `used_bytes`/`live_blocks`).
+    pub cached_bytes: f64,
+    pub cached_blocks: f64,
     pub in_flight_blocks: f64,
     pub processes: f64,
     pub lock_takeovers: f64,
@@ -384,6 +467,8 @@ fn stats_inner(pool_id: u32) -> JsResult<PoolStats> {
         free_bytes: s.free_bytes as f64,
         largest_free_bytes: s.largest_free_bytes as f64,
         live_blocks: s.live_blocks as f64,
+        cached_bytes: s.cached_bytes as f64,
+        cached_blocks: s.cached_blocks as f64,
         in_flight_blocks: s.in_flight_blocks as f64,
         processes: s.processes as f64,
         lock_takeovers: s.lock_takeovers as f64,

@@ -17,6 +17,11 @@ pub struct View {
     pub generation: u64,
     /// Where the view's ArrayBuffer starts (key of `by_address`).
     pub address: usize,
+    /// Its length in bytes.
+    pub len: usize,
+    /// Whether its ArrayBuffer was made (a reference taken for a lazy view
+    /// has none until JS asks for its array).
+    pub wrapped: bool,
 }
 
 /// What a view's address says about it: the block and where in its data

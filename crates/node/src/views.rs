@@ -93,19 +93,19 @@ unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint
     );
 }
 
-/// Wraps `[data + byte_offset, +byte_length)` of a block this process just
-/// took a reference to in an external ArrayBuffer, and writes
-/// `[viewId, offset, generation]` into `out`. On failure the reference is
-/// released again.
-pub fn external_view<'env>(
-    env: &'env Env,
+/// Registers the reference to `[data + byte_offset, +byte_length)` of a
+/// block this process just took, as a view id (its ArrayBuffer is made by
+/// `wrap_view`, now or later), and writes `[viewId, offset, generation]`
+/// into `out`. On failure the reference is released again.
+pub fn register_view(
+    env: &Env,
     pool_id: u32,
     pool: Arc<Pool>,
     block: BlockRef,
     byte_offset: u64,
     byte_length: u64,
     out: Unknown,
-) -> Result<ArrayBuffer<'env>, Code> {
+) -> std::result::Result<u64, JsError> {
     let data = pool.data_ptr(&block);
     let in_block = byte_offset
         .checked_add(byte_length)
@@ -122,6 +122,13 @@ pub fn external_view<'env>(
             ),
         ));
     }
+    let Some(slots) = float64_slots(env.raw(), out.raw(), 3) else {
+        let _ = pool.release(block.offset, block.generation);
+        return Err(coded(
+            "ERR_INVALID_ARG",
+            "out must be a Float64Array of length >= 3",
+        ));
+    };
     // SAFETY: byte_offset + byte_length lies inside the block's data
     // (checked just above; `data_ptr` checked the block against the
     // mapping), which stays mapped for the process's life.
@@ -133,29 +140,47 @@ pub fn external_view<'env>(
             offset: block.offset,
             generation: block.generation,
             address: ptr as usize,
+            len: byte_length as usize,
+            wrapped: false,
         },
         byte_offset,
     );
-    let fail = |e: JsError| {
-        if let Some(v) = registry().remove_view(id) {
-            let _ = v.pool.release(v.offset, v.generation);
+    slots[0] = id as f64;
+    slots[1] = block.offset as f64;
+    slots[2] = block.generation as f64;
+    Ok(id)
+}
+
+/// Makes the external ArrayBuffer of the registered view `id`, once; from
+/// then on its finalizer owns the view's reference. On failure the
+/// reference stays registered (its owner releases it).
+pub fn wrap_view<'env>(env: &'env Env, id: u64) -> Result<ArrayBuffer<'env>, Code> {
+    let (ptr, len) = {
+        let mut r = registry();
+        let Some(view) = r.views.get_mut(&id).filter(|v| !v.wrapped) else {
+            return Err(coded(
+                "ERR_NOT_HELD",
+                format!("view {id} is released or has its buffer already"),
+            ));
+        };
+        view.wrapped = true;
+        (view.address, view.len)
+    };
+    let unwrap = |e: JsError| {
+        if let Some(v) = registry().views.get_mut(&id) {
+            v.wrapped = false;
         }
         Err(e)
     };
-    let Some(slots) = float64_slots(env.raw(), out.raw(), 3) else {
-        return fail(coded(
-            "ERR_INVALID_ARG",
-            "out must be a Float64Array of length >= 3",
-        ));
-    };
     let mut value = std::ptr::null_mut();
     // SAFETY: ptr/len describe mapped memory that outlives the buffer (pools
-    // are never unmapped); the finalizer only receives the view id.
+    // are never unmapped; `register_view` checked the range); the finalizer
+    // only receives the view id.
     let status = unsafe {
         sys::napi_create_external_arraybuffer(
             env.raw(),
-            ptr.cast(),
-            byte_length as usize,
+            ptr as *mut c_void,
+            len,
             Some(finalize_view),
             id as usize as *mut c_void,
             &mut value,
@@ -176,13 +201,27 @@ pub fn external_view<'env>(
                 ),
             )
         };
-        return fail(error);
+        return unwrap(error);
     }
-    slots[0] = id as f64;
-    slots[1] = block.offset as f64;
-    slots[2] = block.generation as f64;
     // SAFETY: `value` is the ArrayBuffer napi just created in this env.
     unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }.map_err(from_napi)
+}
+
+/// `register_view` and `wrap_view` at once: on failure the reference is
+/// released again.
+pub fn external_view<'env>(
+    env: &'env Env,
+    pool_id: u32,
+    pool: Arc<Pool>,
+    block: BlockRef,
+    byte_offset: u64,
+    byte_length: u64,
+    out: Unknown,
+) -> Result<ArrayBuffer<'env>, Code> {
+    let id = register_view(env, pool_id, pool, block, byte_offset, byte_length, out)?;
+    wrap_view(env, id).inspect_err(|_| {
+        release_view(id);
+    })
 }
 
 /// What napi knows of a typed array: its element kind, length, data pointer
@@ -215,6 +254,23 @@ fn typed_array_info(
         )
     };
     (status == sys::Status::napi_ok && !data.is_null()).then_some((kind, length, data, byte_offset))
+}
+
+/// The bytes of a typed array argument (any element kind): its data
+/// pointer and byte length. None for anything else, a detached one, or an
+/// empty one (napi may give it no data pointer).
+pub fn typed_array_bytes(env: sys::napi_env, value: sys::napi_value) -> Option<(*const u8, u64)> {
+    use sys::TypedarrayType as K;
+    let (kind, length, data, _) = typed_array_info(env, value)?;
+    let element = match kind {
+        K::int8_array | K::uint8_array | K::uint8_clamped_array => 1,
+        K::int16_array | K::uint16_array => 2,
+        K::int32_array | K::uint32_array | K::float32_array => 4,
+        K::float64_array | K::bigint64_array | K::biguint64_array => 8,
+        _ => return None,
+    };
+    let bytes = length.checked_mul(element)?;
+    Some((data.cast_const().cast::<u8>(), bytes as u64))
 }
 
 /// The elements of a Float64Array argument, read in place. napi-rs's own
