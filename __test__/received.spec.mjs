@@ -68,6 +68,17 @@ test.serial('keep() exempts what it is given (the whole message, or one array); 
   t.true(getPool().stats().usedBytes > before);
 });
 
+test.serial('keep() of a TransferableArray\'s view (made inside the handler) keeps that TransferableArray', async (t) => {
+  const sent = makeTransferable(new Float64Array(16).fill(6));
+  const { message } = await deliver({ t: sent }, (m) => {
+    keep(m.t.array);
+  });
+  t.false(message.t.released);
+  t.is(message.t.array[15], 6);
+  message.t.release();
+  sent.release();
+});
+
 test.serial('an async handler keeps its arrays until its promise settles, fulfilled or rejected', async (t) => {
   let seenAfterAwait;
   const { message, result } = await deliver({ x: new Float64Array(LARGE).fill(5) }, async (m) => {

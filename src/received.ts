@@ -13,14 +13,18 @@
  * they are freed. `onMessage(…, { autoRelease: false })` keeps everything.
  */
 import { ArrayPoolError } from './errors.js';
-import { TransferableArray } from './transferable.js';
+import { TransferableArray, madeView } from './transferable.js';
 
 /**
  * The TransferableArray behind each array of a message whose handler has
  * not finished: the array itself for a plain typed array, the
- * TransferableArray for itself.
+ * TransferableArray for itself. A TransferableArray's view is looked up when
+ * `keep` meets a typed array it does not know (views are made lazily: one
+ * the handler never read does not exist).
  */
 const received = new WeakMap<object, TransferableArray>();
+/** The references of the messages whose handlers run, for that lookup. */
+const handling = new Set<readonly TransferableArray[]>();
 const kept = new WeakSet<TransferableArray>();
 /** Received arrays given back already: keeping one is an error, not a silent empty array. */
 const givenBack = new WeakSet<object>();
@@ -29,8 +33,20 @@ const givenBack = new WeakSet<object>();
 export function receive(references: readonly TransferableArray[]): void {
   for (const t of references) {
     received.set(t, t);
-    received.set(t.array, t);
+    const view = madeView(t);
+    if (view !== undefined) received.set(view, t);
   }
+  handling.add(references);
+}
+
+/** The received TransferableArray whose view `array` is, if any. */
+function receivedFor(array: object): TransferableArray | undefined {
+  const known = received.get(array);
+  if (known !== undefined || !ArrayBuffer.isView(array)) return known;
+  for (const references of handling) {
+    for (const t of references) if (madeView(t) === array) return t;
+  }
+  return undefined;
 }
 
 /**
@@ -54,12 +70,14 @@ export function handleThenRelease(handle: () => unknown, references: readonly Tr
 }
 
 function giveBack(references: readonly TransferableArray[]): void {
+  handling.delete(references);
   for (const t of references) {
+    const view = madeView(t);
     received.delete(t);
-    received.delete(t.array);
+    if (view !== undefined) received.delete(view);
     if (kept.has(t)) continue;
     givenBack.add(t);
-    givenBack.add(t.array);
+    if (view !== undefined) givenBack.add(view);
     t.release();
   }
 }
@@ -81,7 +99,7 @@ export function keep<T>(value: T): T {
   const visit = (node: unknown): void => {
     if (typeof node !== 'object' || node === null || seen.has(node)) return;
     seen.add(node);
-    const t = received.get(node);
+    const t = receivedFor(node);
     if (t !== undefined) {
       kept.add(t);
       return;

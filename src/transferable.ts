@@ -67,6 +67,8 @@ export interface TransferOptions {
 export let unmarkedHandle: (t: TransferableArray) => TransferableHandle;
 /** @internal Marks the block as having left the process (what `toHandle()` does). */
 export let markSent: (t: TransferableArray) => void;
+/** @internal The view if it was made (a lazy view's is not, until `.array` is read). */
+export let madeView: (t: TransferableArray) => PoolTypedArray | undefined;
 
 export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implements TransferableHandle {
   readonly __arraypool__: typeof HANDLE_FORMAT = HANDLE_FORMAT;
@@ -275,6 +277,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     markSent = (t) => {
       if (!t.#escaped) t.#markEscaped();
     };
+    madeView = (t) => t.#array;
   }
 
   #handleOf(): Omit<TransferableHandle, '__arraypool__'> {
