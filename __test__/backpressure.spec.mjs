@@ -7,8 +7,10 @@ import test from 'ava';
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { MessageChannel, Worker } from 'node:worker_threads';
 
 import { ArrayPoolError, bytesInFlight, getPool, send, startPool } from '../dist/index.js';
+import { channelBudget } from '../dist/src/backpressure.js';
 import { collectGarbage } from './helpers.mjs';
 
 const CONSUMER = fileURLToPath(new URL('./fixtures/frame-consumer.mjs', import.meta.url));
@@ -155,4 +157,42 @@ test('maxBytesInFlight must be a number > 0', async (t) => {
     const error = await t.throwsAsync(send(process, {}, { maxBytesInFlight: bad }));
     t.is(error.code, 'ERR_INVALID_ARG', String(bad));
   }
+});
+
+test('a send let go by an abort is copied before any later send starts, whatever its limit', async (t) => {
+  const budget = channelBudget({}, () => ({ isOpen: () => true }));
+  budget.bytes = 10; // full for a limit of 5
+  const order = [];
+  const first = budget.admit(5, undefined).then(() => order.push('first'));
+  const controller = new AbortController();
+  const second = budget.admit(5, controller.signal);
+  budget.bytes = 0; // room: the first may go, once something calls next()
+  controller.abort(); // the abort lets the first go
+  await t.throwsAsync(second, { code: 'ERR_ABORTED' });
+  // The first has not copied yet (no admitted()): even Infinity waits behind it.
+  const later = budget.admit(Infinity, undefined);
+  t.not(later, undefined);
+  void later.then(() => order.push('later'));
+  await first;
+  budget.admitted();
+  await later;
+  budget.admitted();
+  t.deepEqual(order, ['first', 'later']);
+});
+
+test('sending to a port or thread adds one close listener per channel, not one per send', async (t) => {
+  const { port1, port2 } = new MessageChannel();
+  for (let i = 0; i < 20; i++) await send(port1, { i });
+  t.is(port1.listenerCount('close'), 1);
+  port1.close();
+  port2.close();
+});
+
+test('a send to a thread that has exited is ERR_CHANNEL_CLOSED, and copies nothing', async (t) => {
+  const worker = new Worker('require("node:worker_threads").parentPort.on("message", () => {})', { eval: true });
+  await worker.terminate();
+  const before = getPool().stats();
+  const error = await t.throwsAsync(send(worker, { frame: frame(1) }));
+  t.is(error.code, 'ERR_CHANNEL_CLOSED');
+  t.is(getPool().stats().usedBytes, before.usedBytes);
 });

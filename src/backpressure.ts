@@ -58,6 +58,11 @@ class ChannelBudget {
   readonly #end: ChannelEnd;
   #timer: NodeJS.Timeout | undefined;
   #pause = FIRST_POLL_MS;
+  /**
+   * A waiter was let go and has not copied yet: nothing else may start
+   * before it has (call order), whatever its limit.
+   */
+  #admitting = false;
 
   constructor(end: ChannelEnd) {
     this.#end = end;
@@ -69,7 +74,7 @@ class ChannelBudget {
    */
   admit(limit: number, signal: AbortSignal | undefined): Promise<void> | undefined {
     if (signal?.aborted) throw aborted(signal);
-    if (this.#waiters.length === 0) {
+    if (this.#waiters.length === 0 && !this.#admitting) {
       if (this.bytes >= limit) this.settle();
       if (this.bytes < limit) return undefined;
     }
@@ -93,6 +98,11 @@ class ChannelBudget {
     });
   }
 
+  /** Whether the channel's other end is still there. */
+  get open(): boolean {
+    return this.#end.isOpen();
+  }
+
   /** Counts the copies a send made for this channel. */
   add(copies: readonly TransferableArray[]): void {
     for (const copy of copies) {
@@ -103,10 +113,16 @@ class ChannelBudget {
     }
   }
 
-  /** Lets the first waiting send go if it fits: called when a send is done copying, and by the poll. */
+  /** Called by a send that was let go once it has copied (or failed to): the next may go. */
+  admitted(): void {
+    this.#admitting = false;
+    this.next();
+  }
+
+  /** Lets the first waiting send go if it fits and none let go before it is still copying. */
   next(): void {
     const first = this.#waiters[0];
-    if (first === undefined) return;
+    if (first === undefined || this.#admitting) return;
     if (!this.#end.isOpen()) {
       this.#failAll(new ArrayPoolError('ERR_CHANNEL_CLOSED', 'send: the channel closed while the message waited for room'));
       return;
@@ -114,6 +130,7 @@ class ChannelBudget {
     if (this.bytes >= first.limit) return;
     this.#waiters.shift();
     first.cleanup();
+    this.#admitting = true;
     first.resolve();
   }
 
@@ -135,7 +152,9 @@ class ChannelBudget {
 
   #schedule(): void {
     if (this.#timer !== undefined) return;
-    this.#timer = setTimeout(() => this.#poll(), this.#pause);
+    // Unref'd: a wait that nothing else keeps the process alive for cannot
+    // end (no receiver is left to give the bytes back).
+    this.#timer = setTimeout(() => this.#poll(), this.#pause).unref();
   }
 
   #poll(): void {
@@ -162,11 +181,11 @@ class ChannelBudget {
 
 const budgets = new WeakMap<object, ChannelBudget>();
 
-/** The budget of the channel to `target`, made on first use. */
-export function channelBudget(target: object, end: ChannelEnd): ChannelBudget {
+/** The budget of the channel to `target`, made on first use (with `end()` asked once then). */
+export function channelBudget(target: object, end: () => ChannelEnd): ChannelBudget {
   let budget = budgets.get(target);
   if (budget === undefined) {
-    budget = new ChannelBudget(end);
+    budget = new ChannelBudget(end());
     budgets.set(target, budget);
   }
   return budget;

@@ -15,7 +15,7 @@ import type { MessagePort, Worker } from 'node:worker_threads';
 
 import { channelBudget, maxBytesInFlight, type ChannelEnd } from './backpressure.js';
 import { ArrayPoolError } from './errors.js';
-import { handleThenRelease, receive } from './received.js';
+import { joinDelivery, keepReceived, runHandler, type Delivery } from './received.js';
 import { dtypeOf, type PoolTypedArray } from './dtypes.js';
 import { looksLikeHandle, type TransferableHandle } from './handle.js';
 import {
@@ -414,26 +414,38 @@ export function encodeMessage(message: unknown, options: EncodeOptions): Encoded
 
 /**
  * @internal Revives a received message in place. On failure (e.g. a stale
- * handle) releases what it had attached and throws.
+ * handle) it still attaches every other handle of the message, releases
+ * them all and throws the first error: a block in flight for this message
+ * is taken over (and freed) either way, not left in flight forever.
  */
 export function decodeMessage(message: unknown, { plainArrays, json }: { plainArrays: boolean; json: boolean }): Decoded {
   const references: TransferableArray[] = [];
+  const failures: unknown[] = [];
   const attach = (handle: object): TransferableArray => {
     const t = attachHandle(handle as Record<string, unknown>);
     references.push(t);
     return t;
   };
+  const leaf = (node: Record<string, unknown>): unknown => {
+    // Handles become TransferableArrays (or, with `plainArrays`, their
+    // `.array`); marked arrays become plain typed arrays.
+    if (isArrayMark(node)) return attach(node[ARRAY_MARK]).array;
+    // Tags exist only on JSON channels: elsewhere such a key is the sender's data.
+    if (json && isJsonTag(node)) return decodeJsonTag(node);
+    if (!looksLikeHandle(node)) return NOT_A_LEAF;
+    const t = attach(node);
+    return plainArrays ? t.array : t;
+  };
   try {
     const decoded = reviveMessage(message, (node) => {
-      // Handles become TransferableArrays (or, with `plainArrays`, their
-      // `.array`); marked arrays become plain typed arrays.
-      if (isArrayMark(node)) return attach(node[ARRAY_MARK]).array;
-      // Tags exist only on JSON channels: elsewhere such a key is the sender's data.
-      if (json && isJsonTag(node)) return decodeJsonTag(node);
-      if (!looksLikeHandle(node)) return NOT_A_LEAF;
-      const t = attach(node);
-      return plainArrays ? t.array : t;
+      try {
+        return leaf(node as Record<string, unknown>);
+      } catch (error) {
+        failures.push(error);
+        return NOT_A_LEAF;
+      }
     });
+    if (failures.length > 0) throw failures[0];
     return { message: decoded, references };
   } catch (error) {
     releaseAll(references);
@@ -502,8 +514,9 @@ export interface SendOptions {
    * The channel's budget: `send` waits (before copying anything) while the
    * pool copies it sent to this target and that are not given back yet
    * reach this many bytes. Default DEFAULT_MAX_BYTES_IN_FLIGHT (64 MiB);
-   * `Infinity` never waits. Per send: pass the same value on every send to
-   * a target to give that channel its own budget.
+   * `Infinity` never waits for room (it still leaves after the sends to the
+   * same target called before it). Per send: pass the same value on every
+   * send to a target to give that channel its own budget.
    */
   maxBytesInFlight?: number;
   /** Aborting while the send waits for room rejects it with ERR_ABORTED (nothing was copied or sent). */
@@ -545,16 +558,28 @@ export async function send(target: MessageTarget, message: unknown, options: Sen
   const viaProcess = !('postMessage' in to);
   const serialization = viaProcess ? processSerialization(to, options.serialization) : 'advanced';
   const inlineBelowBytes = inlineThreshold(serialization, options.inlineBelowBytes);
-  const budget = channelBudget(to, channelEnd(to));
-  const turn = budget.admit(maxBytesInFlight(options.maxBytesInFlight), options.signal);
-  // Without a wait, the message is copied now, within the call.
-  if (turn !== undefined) await turn;
+  const limit = maxBytesInFlight(options.maxBytesInFlight);
+  // Arrays a running onMessage handler received and passes on here must
+  // outlive the handler: the receiver of this message attaches them later.
+  keepReceived(message);
+  const budget = channelBudget(to, () => channelEnd(to));
+  // A thread that exited takes a message silently: its copies would stay in
+  // flight. (A process channel refuses it itself, with ERR_INVALID_ARG.)
+  if (!viaProcess && !budget.open) throw new ArrayPoolError('ERR_CHANNEL_CLOSED', 'send: the channel is closed (the thread exited or the port closed)');
+  const turn = budget.admit(limit, options.signal);
   let encoded: Encoded;
-  try {
+  if (turn === undefined) {
+    // No wait: the message is copied now, within the call.
     encoded = encodeMessage(message, { inlineBelowBytes, json: serialization === 'json', transferRequired: true, adopt: false });
     budget.add(encoded.copies);
-  } finally {
-    budget.next();
+  } else {
+    await turn;
+    try {
+      encoded = encodeMessage(message, { inlineBelowBytes, json: serialization === 'json', transferRequired: true, adopt: false });
+      budget.add(encoded.copies);
+    } finally {
+      budget.admitted();
+    }
   }
   try {
     await deliver(to, encoded.message, () => markAllSent(encoded));
@@ -574,7 +599,9 @@ function channelEnd(to: Exclude<MessageTarget, ClusterWorker>): ChannelEnd {
   if (!('postMessage' in to)) return { isOpen: () => to.connected === true };
   let open = true;
   (to as EventEmitter).once(isThreadWorker(to) ? 'exit' : 'close', () => (open = false));
-  return { isOpen: () => open };
+  // A Worker that exited before its first send has threadId -1. A port
+  // closed before it has no such state: its sends wait (see README).
+  return { isOpen: () => open && !(isThreadWorker(to) && to.threadId === -1) };
 }
 
 const isThreadWorker = (to: Worker | MessagePort): to is Worker => 'threadId' in to && 'terminate' in to;
@@ -653,24 +680,23 @@ export function onMessage<T = unknown>(
   const emitter = source as EventEmitter;
   const owner = isClusterWorker(source) ? source.process : source;
   let json: boolean | undefined;
-  const listener = (raw: unknown): void => {
-    let decoded: Decoded;
+  const listener = (raw: unknown): unknown => {
+    let delivery: Delivery;
     try {
-      // JSON tags are decoded only on a JSON channel (a process channel
-      // whose mode is not known to be 'advanced'); threads and ports clone.
-      json ??= !('postMessage' in owner) && channelSerialization(owner) !== 'advanced';
-      decoded = decodeMessage(raw, { plainArrays: false, json });
+      // Several listeners of one source get the same raw message: the
+      // first revives it (in place), the others join its delivery.
+      delivery = joinDelivery(raw, () => {
+        // JSON tags are decoded only on a JSON channel (a process channel
+        // whose mode is not known to be 'advanced'); threads and ports clone.
+        json ??= !('postMessage' in owner) && channelSerialization(owner) !== 'advanced';
+        return decodeMessage(raw, { plainArrays: false, json });
+      });
     } catch (error) {
       if (options.onError === undefined) throw error;
       options.onError(error);
-      return;
+      return undefined;
     }
-    if (!autoRelease) {
-      handler(decoded.message as T);
-      return;
-    }
-    receive(decoded.references);
-    handleThenRelease(() => handler(decoded.message as T), decoded.references);
+    return runHandler(delivery, () => handler(delivery.message as T), autoRelease);
   };
   emitter.on('message', listener);
   return () => {

@@ -1,80 +1,109 @@
 /**
  * What `onMessage` received, and when it is given back. The arrays of a
  * message (plain typed arrays viewing the pool, and TransferableArrays) are
- * released as soon as the handler is done with the message: when it
- * returns, or when the promise it returns settles. That frees their blocks
- * at once instead of at the next garbage collection, and it is what lets a
- * sender waiting on its channel's budget go on (see backpressure.ts).
+ * released as soon as the handler is done with the message: right after it
+ * returns (once every listener of the same source has had the message), or
+ * when the promise it returns settles. That frees their blocks at once
+ * instead of at the next garbage collection, and it is what lets a sender
+ * waiting on its channel's budget go on (see backpressure.ts).
  *
  * A handler that needs an array longer calls `keep(value)` while it runs:
  * every received array reachable from `value` is left to the old rules (a
  * plain array is freed when garbage-collected, a TransferableArray by its
- * `release()`). Kept arrays still count against the sender's budget until
- * they are freed. `onMessage(…, { autoRelease: false })` keeps everything.
+ * `release()`). Arrays a handler passes to `send` are kept the same way
+ * (the next receiver attaches them later). Kept arrays still count against
+ * the sender's budget until they are freed. `onMessage(…, { autoRelease:
+ * false })` keeps everything.
  */
+import type { Decoded } from './channels.js';
 import { ArrayPoolError } from './errors.js';
 import { TransferableArray, madeView } from './transferable.js';
 
+/** One received message and the listeners that are handling it. */
+export interface Delivery {
+  readonly message: unknown;
+  readonly references: readonly TransferableArray[];
+  /** Listeners whose handler has not finished. */
+  users: number;
+}
+
+/** The delivery of each raw message whose handlers run (listeners of one source share it). */
+const deliveries = new WeakMap<object, Delivery>();
 /**
- * The TransferableArray behind each array of a message whose handler has
- * not finished: the array itself for a plain typed array, the
- * TransferableArray for itself. A TransferableArray's view is looked up when
- * `keep` meets a typed array it does not know (views are made lazily: one
- * the handler never read does not exist).
+ * The TransferableArray behind each array of a message whose handlers run:
+ * itself, its view and its view's buffer (a subarray or DataView of a
+ * received array keeps it too). Views are made lazily: the ones made after
+ * `receive` are found through `handling`.
  */
 const received = new WeakMap<object, TransferableArray>();
-/** The references of the messages whose handlers run, for that lookup. */
-const handling = new Set<readonly TransferableArray[]>();
+const handling = new Set<Delivery>();
 const kept = new WeakSet<TransferableArray>();
 /** Received arrays given back already: keeping one is an error, not a silent empty array. */
 const givenBack = new WeakSet<object>();
 
-/** Records the arrays of a message about to be handled. */
-export function receive(references: readonly TransferableArray[]): void {
-  for (const t of references) {
+/**
+ * The delivery of `raw`: joined if another listener of the same emit is
+ * handling it (it was revived in place already), else decoded now.
+ */
+export function joinDelivery(raw: unknown, decode: () => Decoded): Delivery {
+  const joined = typeof raw === 'object' && raw !== null ? deliveries.get(raw) : undefined;
+  if (joined !== undefined && joined.users > 0) {
+    joined.users++;
+    return joined;
+  }
+  const decoded = decode();
+  const delivery: Delivery = { message: decoded.message, references: decoded.references, users: 1 };
+  if (typeof raw === 'object' && raw !== null) deliveries.set(raw, delivery);
+  for (const t of delivery.references) {
     received.set(t, t);
     const view = madeView(t);
-    if (view !== undefined) received.set(view, t);
+    if (view !== undefined) {
+      received.set(view, t);
+      received.set(view.buffer, t);
+    }
   }
-  handling.add(references);
-}
-
-/** The received TransferableArray whose view `array` is, if any. */
-function receivedFor(array: object): TransferableArray | undefined {
-  const known = received.get(array);
-  if (known !== undefined || !ArrayBuffer.isView(array)) return known;
-  for (const references of handling) {
-    for (const t of references) if (madeView(t) === array) return t;
-  }
-  return undefined;
+  handling.add(delivery);
+  return delivery;
 }
 
 /**
- * Runs `handler(message)`, then releases the message's arrays that were not
- * kept: after it returns, or after the promise it returns settles (a
- * rejection still reaches the caller).
+ * Runs a listener's handler; once it is done (returned: at the end of the
+ * current emit, so that the other listeners get the message too; or its
+ * promise settled), leaves the delivery. `autoRelease: false` keeps every
+ * array of the message.
  */
-export function handleThenRelease(handle: () => unknown, references: readonly TransferableArray[]): unknown {
+export function runHandler(delivery: Delivery, handle: () => unknown, autoRelease: boolean): unknown {
+  if (!autoRelease) {
+    for (const t of delivery.references) kept.add(t);
+  }
+  const leave = (): void => {
+    if (--delivery.users === 0) giveBack(delivery);
+  };
   let result: unknown;
   try {
     result = handle();
   } catch (error) {
-    giveBack(references);
+    queueMicrotask(leave);
     throw error;
   }
   if (isThenable(result)) {
-    return Promise.resolve(result).finally(() => giveBack(references));
+    // A rejection still reaches the listener's caller (an unhandled
+    // rejection, as without arraypool).
+    return Promise.resolve(result).finally(leave);
   }
-  giveBack(references);
+  queueMicrotask(leave);
   return result;
 }
 
-function giveBack(references: readonly TransferableArray[]): void {
-  handling.delete(references);
-  for (const t of references) {
+function giveBack(delivery: Delivery): void {
+  handling.delete(delivery);
+  for (const t of delivery.references) {
     const view = madeView(t);
     received.delete(t);
-    if (view !== undefined) received.delete(view);
+    if (view !== undefined) {
+      received.delete(view);
+      received.delete(view.buffer);
+    }
     if (kept.has(t)) continue;
     givenBack.add(t);
     if (view !== undefined) givenBack.add(view);
@@ -82,11 +111,23 @@ function giveBack(references: readonly TransferableArray[]): void {
   }
 }
 
+/** The received TransferableArray that `node` is, or views (through its buffer), if any. */
+function receivedFor(node: object): TransferableArray | undefined {
+  const known = received.get(node);
+  if (known !== undefined || !ArrayBuffer.isView(node)) return known;
+  const byBuffer = received.get(node.buffer);
+  if (byBuffer !== undefined) return byBuffer;
+  for (const delivery of handling) {
+    for (const t of delivery.references) if (madeView(t)?.buffer === node.buffer) return t;
+  }
+  return undefined;
+}
+
 /**
- * Keeps the received arrays reachable from `value` (an array, a
- * TransferableArray, or the plain objects, arrays, Maps and Sets that hold
- * them, such as the whole message) beyond the handler: `onMessage` then
- * does not release them when the handler is done. Returns `value`.
+ * Keeps the received arrays reachable from `value` (an array or a view of
+ * one, a TransferableArray, or the plain objects, arrays, Maps and Sets that
+ * hold them, such as the whole message) beyond the handler: `onMessage`
+ * then does not release them when the handler is done. Returns `value`.
  * Values that did not arrive through `onMessage` are left alone; an array
  * whose handler already finished (and was released) is ERR_NOT_HELD.
  *
@@ -99,13 +140,13 @@ export function keep<T>(value: T): T {
   const visit = (node: unknown): void => {
     if (typeof node !== 'object' || node === null || seen.has(node)) return;
     seen.add(node);
-    const t = receivedFor(node);
+    if (givenBack.has(node)) {
+      throw new ArrayPoolError('ERR_NOT_HELD', 'keep: this array was released when its handler finished; call keep() while the handler runs');
+    }
+    const t = handling.size === 0 ? undefined : receivedFor(node);
     if (t !== undefined) {
       kept.add(t);
       return;
-    }
-    if (givenBack.has(node)) {
-      throw new ArrayPoolError('ERR_NOT_HELD', 'keep: this array was released when its handler finished; call keep() while the handler runs');
     }
     if (node instanceof TransferableArray || ArrayBuffer.isView(node)) return;
     if (Array.isArray(node)) {
@@ -123,6 +164,11 @@ export function keep<T>(value: T): T {
   };
   visit(value);
   return value;
+}
+
+/** `keep(message)` for `send`, when some handler is running (else nothing to keep). */
+export function keepReceived(message: unknown): void {
+  if (handling.size !== 0) keep(message);
 }
 
 const isPlainObject = (value: object): boolean => {
