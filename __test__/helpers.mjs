@@ -55,6 +55,23 @@ export async function collectGarbage() {
   }
 }
 
+/**
+ * The pool's used bytes once nothing more is being freed: garbage collected
+ * (finalizers and FinalizationRegistry callbacks run on later ticks) until
+ * two readings agree, at most ten rounds. Dead children are reaped first.
+ */
+export async function settledUsedBytes(pool) {
+  pool.reap();
+  let last = -1;
+  for (let round = 0; round < 10; round++) {
+    await collectGarbage();
+    const now = pool.stats().usedBytes;
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
+
 /** Every dtype with a sample value that exercises its range. */
 export const DTYPE_SAMPLES = [
   [Int8Array, -3],

@@ -6,7 +6,7 @@ import { MessageChannel } from 'node:worker_threads';
 
 import { TransferableArray, getPool, keep, makeTransferable, onMessage, send, startPool } from '../dist/index.js';
 import { joinDelivery, runHandler } from '../dist/src/received.js';
-import { collectGarbage } from './helpers.mjs';
+import { collectGarbage, settledUsedBytes } from './helpers.mjs';
 
 startPool({ size: '64M' });
 const LARGE = 128 * 1024; // through the pool (above the inline threshold)
@@ -33,10 +33,7 @@ async function deliver(message, handler, options) {
   }
 }
 
-async function usedNow() {
-  await collectGarbage();
-  return getPool().stats().usedBytes;
-}
+const usedNow = () => settledUsedBytes(getPool());
 
 test.serial('the arrays of a message are released once the handler returns: emptied, their blocks freed at once', async (t) => {
   const before = await usedNow();
