@@ -12,7 +12,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import * as binding from '../binding.js';
+import * as binding from '../binding.cjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SNAPSHOT = join(root, 'node_modules', '.cache', 'arraypool-leftovers.json');
