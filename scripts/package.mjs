@@ -10,7 +10,8 @@
  *   npm run package -- x86_64-unknown-linux-musl ...   # these targets
  *
  * Out: target/package/tarballs/*.tgz. Steps: `napi build --target T` per
- * target into target/package/artifacts with `--cross-compile`, i.e.
+ * target into target/package/artifacts with `--cross-compile` (glibc targets
+ * as `<triple>.2.17`: the addon loads on glibc 2.17 and newer), i.e.
  * cargo-zigbuild and zig from PyPI, installed by this script into
  * ~/.cache/arraypool/zigbuild (`--use-napi-cross` would do for the glibc
  * targets, but the registry reachable here lacks the x86_64 toolchain of the
@@ -25,14 +26,16 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync,
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { toolCache } from './tool-cache.mjs';
 import { platformOf } from './publish-manifest.mjs';
+import { toolCache } from './tool-cache.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, 'target', 'package');
 const artifacts = join(out, 'artifacts');
 const npmDir = join(out, 'npm');
 const tarballs = join(out, 'tarballs');
+/** The oldest glibc the published -gnu addons load on. */
+const GLIBC_FLOOR = '2.17';
 const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 
 function run(command, args, options = {}) {
@@ -76,6 +79,9 @@ function build(triple, host) {
     // the published glibc builds do not need this machine's newer glibc.
     args.push('--cross-compile');
     env = { ...process.env, PATH: `${ensureZigbuild()}:${process.env.PATH}` };
+    // cargo-zigbuild's glibc version suffix: link against glibc 2.17's symbols
+    // (Rust's own floor), not zig's default (which made the addon need 2.30).
+    if (triple.endsWith('-gnu')) args[args.indexOf('--target') + 1] = `${triple}.${GLIBC_FLOOR}`;
   }
   ensureRustTarget(triple);
   run('npx', args, { env });
