@@ -69,12 +69,12 @@ function ensureZigbuild() {
   return bin;
 }
 
-function build(triple, host) {
+function build(triple, hostOnly) {
   const args = ['napi', 'build', '--platform', '--release', '--strip', '--no-js'];
   args.push('--manifest-path', 'crates/node/Cargo.toml', '--package-json-path', 'package.json');
   args.push('--output-dir', artifacts, '--target', triple, '--target-dir', join(root, 'target', 'cross'));
   let env = process.env;
-  if (triple !== host || !process.argv.includes('--host')) {
+  if (!hostOnly) {
     // zig links against the glibc or musl of the target, not this machine's:
     // the published glibc builds do not need this machine's newer glibc.
     args.push('--cross-compile');
@@ -82,14 +82,14 @@ function build(triple, host) {
     // cargo-zigbuild's glibc version suffix: link against glibc 2.17's symbols
     // (Rust's own floor), not zig's default (which made the addon need 2.30).
     if (triple.endsWith('-gnu')) args[args.indexOf('--target') + 1] = `${triple}.${GLIBC_FLOOR}`;
+    ensureRustTarget(triple);
   }
-  ensureRustTarget(triple);
   run('npx', args, { env });
 }
 
 const requested = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const host = hostTriple();
-const targets = process.argv.includes('--host') ? [host] : requested.length > 0 ? requested : manifest.napi.targets;
+const hostOnly = process.argv.includes('--host');
+const targets = hostOnly ? [hostTriple()] : requested.length > 0 ? requested : manifest.napi.targets;
 for (const t of targets) {
   if (!manifest.napi.targets.includes(t)) throw new Error(`${t} is not in package.json napi.targets`);
 }
@@ -100,7 +100,7 @@ for (const f of ['binding.cjs', 'binding.d.ts']) {
 rmSync(out, { recursive: true, force: true });
 mkdirSync(artifacts, { recursive: true });
 mkdirSync(tarballs, { recursive: true });
-for (const triple of targets) build(triple, host);
+for (const triple of targets) build(triple, hostOnly);
 run('npm', ['run', 'build:ts']);
 
 // napi's own steps: one folder per target (package.json with os/cpu/libc), addon copied in.
