@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { newSince, present } from './leftovers.mjs';
+import { RUN_MARK, newSince, present } from './leftovers.mjs';
 import { LINES, cachedLine, ensureLine } from './node-lines.mjs';
 import { writeReadmeExample } from './readme-example.mjs';
 
@@ -66,27 +66,9 @@ function check(label, ok, detail = '') {
   if (!ok) failures.push(label);
 }
 
-// Every process this run starts carries this variable (children inherit
-// it): a pool held by a process without it belongs to someone else on the
-// machine, not to this run.
-const RUN_MARK = `ARRAYPOOL_STRANGER_RUN=${process.pid}`;
-
-/** A leftover line of scripts/leftovers.mjs that this run is to blame for. */
-function ours(leftover) {
-  const holders = /still held by pid ([\d, ]+)\)$/.exec(leftover)?.[1]?.split(', ').map(Number);
-  if (!holders) return true; // a named segment: nobody holds it
-  return holders.some((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(RUN_MARK);
-    } catch {
-      return false; // gone since, or not ours to read
-    }
-  });
-}
-
 function sh(dir, env, command, commandArgs) {
-  const [name, value] = RUN_MARK.split('=');
-  const run = spawnSync(command, commandArgs, { cwd: dir, env: { ...env, [name]: value }, encoding: 'utf8', timeout: 300_000 });
+  // RUN_MARK: a pool still held by a process without it is another user's.
+  const run = spawnSync(command, commandArgs, { cwd: dir, env: { ...env, [RUN_MARK]: String(process.pid) }, encoding: 'utf8', timeout: 300_000 });
   return { ok: run.status === 0, out: `${run.stdout ?? ''}${run.stderr ?? ''}`, stdout: (run.stdout ?? '').trim() };
 }
 
@@ -185,7 +167,7 @@ console.log(pool.name, n);
 const before = present();
 checkTypes();
 for (const line of lines) runLine(line);
-const left = newSince(before, present()).filter(ours);
+const left = newSince(before, present(), String(process.pid));
 check('no pool left behind in /dev/shm', left.length === 0, left.join('\n'));
 const leftDirs = readdirSync(tmpdir()).filter((d) => d.startsWith('arraypool-stranger-'));
 check('no stranger folder left in the temp dir', leftDirs.length === 0, leftDirs.join('\n'));
