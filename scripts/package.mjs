@@ -22,7 +22,7 @@
  * scripts/publish-manifest.mjs). Missing Rust targets are added with rustup.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -104,10 +104,12 @@ for (const triple of targets) build(triple, hostOnly);
 run('npm', ['run', 'build:ts']);
 
 // napi's own steps: one folder per target (package.json with os/cpu/libc), addon copied in.
-// They run on a copy of package.json in target/package: `napi artifacts` also
-// drops every addon next to the package.json it is given, and in the work
-// tree that would put foreign-arch .node files beside the development build.
-copyFileSync(join(root, 'package.json'), join(out, 'package.json'));
+// They run on a copy of package.json in target/package, whose napi.targets
+// are the ones built here (`napi artifacts` wants an addon for each): in the
+// work tree `napi artifacts` would also drop every addon next to package.json,
+// foreign-arch .node files beside the development build.
+const napiManifest = { ...manifest, napi: { ...manifest.napi, targets } };
+writeFileSync(join(out, 'package.json'), `${JSON.stringify(napiManifest, null, 2)}\n`);
 run('npx', ['napi', 'create-npm-dirs', '--npm-dir', 'npm'], { cwd: out });
 run('npx', ['napi', 'artifacts', '--output-dir', 'artifacts', '--npm-dir', 'npm'], { cwd: out });
 run('npx', ['napi', 'prepublish', '--dry-run', '--skip-optional-publish', '--npm-dir', 'npm'], { cwd: out });
