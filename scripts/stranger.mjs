@@ -61,7 +61,9 @@ function systemNode(line) {
 }
 
 const failures = [];
+let passed = 0;
 function check(label, ok, detail = '') {
+  if (ok) passed += 1;
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${label}${ok || !detail ? '' : `\n${detail}`}`);
   if (!ok) failures.push(label);
 }
@@ -172,5 +174,6 @@ check('no pool left behind in /dev/shm', left.length === 0, left.join('\n'));
 const leftDirs = readdirSync(tmpdir()).filter((d) => d.startsWith('arraypool-stranger-'));
 check('no stranger folder left in the temp dir', leftDirs.length === 0, leftDirs.join('\n'));
 
-console.log(`\nstranger: ${failures.length === 0 ? 'all checks passed' : `${failures.length} failed: ${failures.join('; ')}`}`);
+if (failures.length > 0) console.log(`\nfailed: ${failures.join('; ')}`);
+console.log(`stranger: ${passed} passed, ${failures.length} failed`);
 process.exit(failures.length === 0 ? 0 : 1);
