@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { platformOf } from '../scripts/publish-manifest.mjs';
+
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** Exact paths, then patterns for the compiled dist/ (one file per source module). */
@@ -87,4 +89,12 @@ test.serial('the packed package.json runs nothing on install and lists one optio
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('the loader names the prebuilt platforms that package.json builds', (t) => {
+  // loader.cjs keeps its own list of platform names (it ships without scripts/'s triple mapping): held to napi.targets here.
+  const loader = readFileSync(join(ROOT, 'loader.cjs'), 'utf8');
+  const listed = JSON.parse(/const PREBUILT = (\[[^\]]*\])/.exec(loader)?.[1]?.replaceAll("'", '"') ?? 'null');
+  const { napi } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+  t.deepEqual(listed, napi.targets.map(platformOf));
 });
