@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { chmodSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-import * as binding from '../binding.js';
+import * as binding from '../binding.cjs';
 import { runCli } from './helpers.mjs';
 
 const OWNER = fileURLToPath(new URL('./fixtures/owner.mjs', import.meta.url));

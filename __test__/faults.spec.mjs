@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { chmodSync, chownSync, existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-import * as binding from '../binding.js';
+import * as binding from '../binding.cjs';
 import { ArrayPoolError, getPool, makeTransferable, revive, startPool } from '../dist/index.js';
 import { spawnChild } from './helpers.mjs';
 

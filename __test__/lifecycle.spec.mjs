@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 
-import * as binding from '../binding.js';
+import * as binding from '../binding.cjs';
 import { getPool, makeTransferable, revive, startPool } from '../dist/index.js';
 import { collectGarbage, spawnChild } from './helpers.mjs';
 

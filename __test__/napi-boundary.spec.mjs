@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BINDING = new URL('../binding.js', import.meta.url).href;
+const BINDING = new URL('../binding.cjs', import.meta.url).href;
 const PANICS = fileURLToPath(new URL('./fixtures/panics.mjs', import.meta.url));
 
 /** Exports only the testing addon may have: they can disturb a pool. */
@@ -67,7 +67,7 @@ test("a panic in a view's finalizer is swallowed and reported once; the referenc
   t.is(reports.length, 1, `reported once; stderr:\n${run.stderr}`);
 });
 
-/** Which addon file binding.js loads in a child process, and what it exports. */
+/** Which addon file binding.cjs loads in a child process, and what it exports. */
 function loadedAddon(env) {
   const script = `
     import { createRequire } from 'node:module';
@@ -76,7 +76,7 @@ function loadedAddon(env) {
     const loaded = Object.keys(require.cache).filter((f) => f.endsWith('.node'));
     console.log(JSON.stringify({ loaded, native: Object.keys(require(loaded[0])), esm: Object.keys(esm) }));`;
   const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, env, encoding: 'utf8' });
-  if (run.status !== 0) throw new Error(`loading binding.js failed: ${run.stderr}`);
+  if (run.status !== 0) throw new Error(`loading binding.cjs failed: ${run.stderr}`);
   return JSON.parse(run.stdout);
 }
 
@@ -87,7 +87,7 @@ test('the shipped addon exports none of the test hooks that can disturb a pool; 
   t.deepEqual(shipped.loaded, [`${ROOT}arraypool.linux-x64-gnu.node`]);
   for (const name of GATED) {
     t.false(shipped.native.includes(name), `the shipped addon exports ${name}`);
-    t.false(shipped.esm.includes(name), `the shipped binding.js lists ${name}`);
+    t.false(shipped.esm.includes(name), `the shipped binding.cjs lists ${name}`);
   }
   for (const name of DIAGNOSTICS) t.true(shipped.native.includes(name), name);
 

@@ -12,7 +12,7 @@ import { inspect } from 'node:util';
 import { serialize, deserialize } from 'node:v8';
 import test from 'ava';
 
-import * as binding from '../binding.js';
+import * as binding from '../binding.cjs';
 import { makeTransferable, revive, startPool, empty, zeros, toTransferable, send } from '../dist/index.js';
 import { collectGarbage } from './helpers.mjs';
 

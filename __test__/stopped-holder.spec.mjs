@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import * as binding from '../binding.js';
+import * as binding from '../binding.cjs';
 import { makeTransferable, startPool } from '../dist/index.js';
 import { collectGarbage } from './helpers.mjs';
 

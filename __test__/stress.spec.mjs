@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
-import * as binding from '../binding.js';
+import * as binding from '../binding.cjs';
 import { empty } from '../dist/index.js';
 import { collectGarbage } from './helpers.mjs';
 

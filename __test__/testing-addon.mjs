@@ -1,7 +1,7 @@
 // The hooks only the testing addon has (exports gated behind the `testing`
-// cargo feature: fault injection, panics), which the shipped binding.js
+// cargo feature: fault injection, panics), which the shipped binding.cjs
 // does not list. ava.config.mjs points NAPI_RS_NATIVE_LIBRARY_PATH at the
-// testing addon, so binding.js loaded that very file, and `require` returns
+// testing addon, so binding.cjs loaded that very file, and `require` returns
 // the instance already loaded: these hooks act on the pools of the package.
 import { createRequire } from 'node:module';
 

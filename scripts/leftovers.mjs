@@ -12,7 +12,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import * as binding from '../binding.js';
+import * as binding from '../binding.cjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SNAPSHOT = join(root, 'node_modules', '.cache', 'arraypool-leftovers.json');
@@ -25,12 +25,33 @@ export function present() {
   };
 }
 
-/** What is in `after` and not in `before`, as lines to print. */
-export function newSince(before, after) {
+/**
+ * Put in the environment of everything a run starts (children inherit it,
+ * with the run's pid as the value): on a machine where other arraypool users
+ * run at the same time, an anonymous pool none of whose holders carries it is
+ * theirs, not a leftover of this run.
+ */
+export const RUN_MARK = 'ARRAYPOOL_LEFTOVERS_RUN';
+
+function carriesMark(pid, mark) {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`${RUN_MARK}=${mark}`);
+  } catch {
+    return false; // gone since, or not ours to read
+  }
+}
+
+/**
+ * What is in `after` and not in `before`, as lines to print. With `mark` (the
+ * RUN_MARK value a run gave its children), only anonymous pools held by one of
+ * them count.
+ */
+export function newSince(before, after, mark) {
   const named = after.named.filter((n) => !before.named.includes(n)).map((n) => `/dev/shm/${n}`);
   const known = new Set(before.anonymous.map((p) => p.name));
   const anonymous = after.anonymous
     .filter((p) => !known.has(p.name))
+    .filter((p) => mark === undefined || p.holders.some((pid) => carriesMark(pid, mark)))
     .map((p) => `${p.name} (anonymous, still held by pid ${p.holders.join(', ')})`);
   return [...named, ...anonymous];
 }

@@ -18,7 +18,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { newSince, present } from './leftovers.mjs';
+import { RUN_MARK, newSince, present } from './leftovers.mjs';
 import { LINES, cachedLine, ensureLine } from './node-lines.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -32,7 +32,7 @@ function systemNode(line) {
 }
 
 function step(node, label, args) {
-  const env = { ...process.env, PATH: `${dirname(node)}:${process.env.PATH}` };
+  const env = { ...process.env, PATH: `${dirname(node)}:${process.env.PATH}`, [RUN_MARK]: String(process.pid) };
   // The demo runs on the shipped addon; ava sets this itself (ava.config.mjs).
   delete env.NAPI_RS_NATIVE_LIBRARY_PATH;
   console.log(`\n=== ${label}: ${node} ${args.join(' ')}`);
@@ -57,7 +57,7 @@ for (const line of lines) {
   step(node, `${version} shm-typed-array (bench competitor)`, ['benches/build-shm-typed-array.mjs']);
   const demo = step(node, `${version} demo`, ['--expose-gc', 'dist/src/demo.js']);
   const ava = step(node, `${version} ava`, ['node_modules/ava/entrypoints/cli.mjs']);
-  const left = newSince(before, present());
+  const left = newSince(before, present(), String(process.pid)); // other users' pools left out
   const passed = String((ava.stdout.match(/^\s*✔/gm) ?? []).length);
   const failed = /(\d+) tests? failed/.exec(ava.stdout)?.[1] ?? (ava.ok ? '0' : '?');
   const skipped = /(\d+) tests? skipped/.exec(ava.stdout)?.[1] ?? '0';

@@ -16,6 +16,9 @@ import { availableParallelism } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
+// The worker script's path (process-pool-worker-path.cjs): the CommonJS build has no import.meta.url.
+import { processPoolWorker as RUNNER } from '#process-pool-worker';
+
 import { decodeMessage, encodeMessage, inlineThreshold, markAllSent, releaseAll, type Serialization } from './channels.js';
 import { type PoolTypedArray } from './dtypes.js';
 import { ArrayPoolError, type ErrorCode } from './errors.js';
@@ -130,8 +133,6 @@ export type FromWorker =
   /** `held`: the worker keeps references for the result until it hears 'taken'. */
   | { kind: 'settled'; id: number; ok: true; value: unknown; held: boolean }
   | { kind: 'settled'; id: number; ok: false; error: RemoteError };
-
-const RUNNER = new URL('./process-pool-worker.js', import.meta.url);
 
 interface Task {
   readonly id: number;

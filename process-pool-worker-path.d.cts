@@ -1,0 +1,2 @@
+/** Absolute path of ProcessPool's worker script (dist/src/process-pool-worker.js). */
+export declare const processPoolWorker: string;
