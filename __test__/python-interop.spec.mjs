@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
 
-import * as binding from '../binding.js';
+import * as binding from '../binding.cjs';
 import { empty, makeTransferable, revive, startPool } from '../dist/index.js';
 import { DTYPE_SAMPLES } from './helpers.mjs';
 
