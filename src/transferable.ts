@@ -17,6 +17,7 @@
 
 import { constants as bufferConstants } from 'node:buffer';
 import { inspect, types } from 'node:util';
+import { isMainThread } from 'node:worker_threads';
 
 import * as binding from '#binding';
 import { ArrayPoolError, native } from './errors.js';
@@ -125,7 +126,12 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     this.#pool = pool;
     this.#buffer = buffer;
     this.#viewId = out[0] as number;
-    if (buffer === undefined) {
+    if (buffer === undefined && !isMainThread) {
+      // A worker thread's isolate runs no FinalizationRegistry callback at
+      // teardown (napi finalizers of made views do run): a lazy view that
+      // was never read would keep its reference until the pool closed.
+      this.#view();
+    } else if (buffer === undefined) {
       unviewed.register(this, this.#viewId, this);
     } else {
       const info = DTYPES[handle.dtype];

@@ -15,7 +15,7 @@ use crate::view::SegmentView;
 /// `b"ARRPOOL\0"` as a little-endian integer.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ARRPOOL\0");
 /// Bumped whenever any struct below changes shape or meaning.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Block starts, block sizes and data starts are multiples of this.
 pub const BLOCK_ALIGN: u64 = 64;
