@@ -111,6 +111,18 @@ test.serial("the library's own accesses do not mark the block; reading the handl
   t.is(stats().inFlightBlocks, 0);
 });
 
+test.serial('a revived array has nothing to mark: generation is a data property, its clone the same handle', (t) => {
+  const a = makeTransferable(new Float64Array([1, 2, 3, 4]));
+  const r = revive(deserialize(serialize(a)));
+  const desc = Object.getOwnPropertyDescriptor(r, 'generation');
+  t.true(desc.enumerable && 'value' in desc, 'a data property, not the marking getter');
+  t.deepEqual(Object.keys(r), Object.keys(a), 'same fields, same order');
+  t.deepEqual(deserialize(serialize(r)), a.toHandle());
+  t.true(typeof Object.getOwnPropertyDescriptor(a, 'generation').get === 'function', 'a made array keeps the getter');
+  r.release();
+  a.release();
+});
+
 for (const [what, leak] of [
   ['structured clone', (x) => deserialize(serialize(x))],
   ['structuredClone()', (x) => structuredClone(x)],
