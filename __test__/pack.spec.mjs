@@ -98,3 +98,10 @@ test('the loader names the prebuilt platforms that package.json builds', (t) => 
   const { napi } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
   t.deepEqual(listed, napi.targets.map(platformOf));
 });
+
+test.serial('npm publish of the directory is refused (npm would upload the development manifest as metadata)', (t) => {
+  const run = spawnSync('npm', ['publish', '--dry-run'], { cwd: ROOT, encoding: 'utf8' });
+  t.not(run.status, 0);
+  t.regex(run.stderr, /do not `npm publish` the repository directory/);
+  t.false(existsSync(join(ROOT, 'package.dev.json')), 'the development manifest is in place');
+});

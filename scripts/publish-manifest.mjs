@@ -15,7 +15,10 @@
  * version: the map `napi prepublish` writes (napi-rs's convention; npm installs
  * the one whose os/cpu/libc match). The development manifest is kept in
  * package.dev.json while packing: a pack that dies between the two steps
- * leaves it there, and the next `write` or `restore` puts it back first.
+ * (npm skips postpack when the pack fails) leaves it there; run
+ * `node scripts/publish-manifest.mjs restore` (or the next `write`) to put
+ * it back. `npm publish` of the directory is refused (`prepublishOnly`):
+ * see `refuse-publish` below.
  */
 import { copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -59,8 +62,19 @@ if (invokedDirectly) {
     renameSync(scratch, manifestPath);
   } else if (command === 'restore') {
     restore();
+  } else if (command === 'refuse-publish') {
+    // `npm publish` of the directory packs (prepack/postpack swap the
+    // manifest for the tarball) but then uploads the *development* manifest
+    // it re-reads as the registry metadata: consumers would resolve no
+    // platform package. Publish the packed tarballs instead (their manifest
+    // has no scripts, so this hook does not run for them).
+    console.error(
+      'arraypool: do not `npm publish` the repository directory. Run `npm run package`, then publish the tarballs:\n' +
+        '  npm publish target/package/tarballs/<each platform package>.tgz && npm publish target/package/tarballs/arraypool-<version>.tgz',
+    );
+    process.exit(1);
   } else {
-    console.error('usage: node scripts/publish-manifest.mjs write | restore');
+    console.error('usage: node scripts/publish-manifest.mjs write | restore | refuse-publish');
     process.exit(2);
   }
 }
