@@ -126,9 +126,11 @@ withPython('a killed Python member is reaped by Node', async (t) => {
   t.is(pool.stats().liveBlocks, base.liveBlocks);
 });
 
-withPython('a Python thread waiting for the pool lock releases the GIL', async (t) => {
+withPython('a Python thread waiting for the pool lock (or for a thread that waits for it) releases the GIL', async (t) => {
   const member = await pythonMember(); // joined before the lock is held
   t.teardown(() => member.kill());
+  // A block for its second thread to ask about (gil_probe), made before the lock is held.
+  t.deepEqual(await member.request({ op: 'hold', count: 1, nbytes: 64 }), { held: 1 });
   const holder = fork(fileURLToPath(new URL('./fixtures/lock-holder.mjs', import.meta.url)), [], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -145,6 +147,10 @@ withPython('a Python thread waiting for the pool lock releases the GIL', async (
   t.deepEqual(await member.request({ op: 'gil_probe' }), { main_ran_while_waiting: true });
   holder.kill('SIGKILL');
   await holderExited;
-  t.deepEqual(await member.read(), { allocated: true }, 'the waiting thread took the lock over from the dead holder');
+  t.deepEqual(
+    await member.read(),
+    { allocated: true, asked: true },
+    'the waiting thread took the lock over from the dead holder; the other then asked about its block',
+  );
   await member.stop();
 });

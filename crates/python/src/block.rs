@@ -3,6 +3,9 @@
 //! makes the Block their `base`: the reference is released when the last
 //! array over it (and the Block) is gone, never while an array still views
 //! the memory.
+//!
+//! Each live `Block` is counted in the registry: a closed pool is left (its
+//! references dropped) only once its last `Block` is gone.
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::{self, coded};
-use crate::registry;
+use crate::{core, registry};
 
 #[pyclass(module = "arraypool._native", frozen, weakref)]
 pub struct Block {
@@ -106,7 +109,8 @@ impl ArrayLayout {
 
 impl Block {
     /// Wraps `[byte_offset, +byte_length)` of a block this process just took
-    /// a reference to. On failure the reference is released again.
+    /// a reference to. On failure the reference is released again (or, if
+    /// the pool is being left, dropped by its `close()`).
     pub fn new(
         py: Python<'_>,
         (pool_id, pool): (u32, Arc<Pool>),
@@ -129,6 +133,15 @@ impl Block {
                     "block at {} (data {} bytes) cannot hold [{byte_offset}, +{byte_length})",
                     block.offset, block.data_len
                 ),
+            ));
+        }
+        if !registry::add_block(pool_id) {
+            // `close()` was called meanwhile (another thread) and the pool is
+            // being left: the core's `close()` drops that reference.
+            return Err(coded(
+                py,
+                "ERR_POOL_CLOSED",
+                format!("pool {:?} was closed in this process", pool.name()),
             ));
         }
         Ok(Block {
@@ -176,21 +189,25 @@ impl Block {
     /// Records that the block's handle may leave this process: it keeps the
     /// transferred rule from now on. False if this process no longer holds
     /// it (a block inherited through a fork: its holder is the parent).
+    /// With the GIL released: the pool's process-local mutex may be held
+    /// by an `allocate` waiting for a stopped lock holder.
     fn mark_escaped(&self, py: Python<'_>) -> PyResult<bool> {
-        // AssertUnwindSafe: it only flips this process's record of the block.
-        catch_unwind(AssertUnwindSafe(|| {
-            self.current() && self.pool.mark_escaped(self.offset, self.generation)
-        }))
-        .map_err(|payload| errors::internal(py, payload))
+        if !self.current() {
+            return Ok(false);
+        }
+        core(py, || {
+            Ok(self.pool.mark_escaped(self.offset, self.generation))
+        })
     }
 
     /// Whether this process takes the block's handle to have left it (None:
     /// not held here). Tests and diagnostics.
-    fn escaped(&self) -> Option<bool> {
+    /// With the GIL released, as `mark_escaped`.
+    fn escaped(&self, py: Python<'_>) -> PyResult<Option<bool>> {
         if !self.current() {
-            return None;
+            return Ok(None);
         }
-        self.pool.escaped(self.offset, self.generation)
+        core(py, || Ok(self.pool.escaped(self.offset, self.generation)))
     }
 }
 
@@ -206,6 +223,19 @@ impl Drop for Block {
         // until the pool closes or the process exits (as in Node's finalizers).
         let released = catch_unwind(AssertUnwindSafe(|| {
             let _ = self.pool.release(self.offset, self.generation);
+            if let Some(pool) = registry::remove_block(self.pool_id) {
+                // The last `Block` of a closed pool: leave it now. `close()`
+                // never waits for the segment lock, but may for the pool's
+                // process-local mutex (see `mark_escaped`): the GIL is let go
+                // meanwhile (if Python cannot be attached, the interpreter
+                // is exiting and nobody else runs Python).
+                let leave = || {
+                    let _ = pool.close();
+                };
+                if Python::try_attach(|py| py.detach(leave)).is_none() {
+                    leave();
+                }
+            }
         }));
         if let Err(payload) = released {
             let _ = writeln!(

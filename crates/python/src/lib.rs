@@ -3,10 +3,12 @@
 //! (`python/arraypool/`), which builds numpy arrays over `Block`s.
 //!
 //! Every core call that may wait for the pool lock (create, open, allocate,
-//! attach, stats, check, reap, close) runs with the GIL released, so other
-//! Python threads go on while this one waits for a stopped lock holder.
-//! Releases never wait (the core queues them), so a `Block`'s drop keeps
-//! the GIL.
+//! attach, stats, check, reap, close) or for the pool's process-local mutex
+//! (which `allocate` holds while it waits for a stopped lock holder:
+//! `Block.mark_escaped`/`escaped`, `held_references`) runs with the GIL
+//! released, so other Python threads go on meanwhile. Releases never wait
+//! (the core queues them), so a `Block`'s drop keeps the GIL, except to
+//! leave a closed pool after its last `Block` (see `registry`).
 //!
 //! No panic reaches Python as pyo3's `PanicException` (a `BaseException`):
 //! core calls (`core`) and `Block.mark_escaped` turn one into an
@@ -36,7 +38,7 @@ static CALLS_WITHOUT_GIL: AtomicUsize = AtomicUsize::new(0);
 /// Runs a core call with the GIL released (it may wait for the pool lock),
 /// counted in `CALLS_WITHOUT_GIL` while it runs; its error becomes an
 /// `ArrayPoolError`, and a panic an `ERR_INTERNAL` one.
-fn core<T: Send>(
+pub(crate) fn core<T: Send>(
     py: Python<'_>,
     call: impl FnOnce() -> arraypool_core::Result<T> + Send,
 ) -> PyResult<T> {
@@ -131,7 +133,7 @@ fn open_pool(py: Python<'_>, locator: &str, lock_timeout_ms: Option<u64>) -> PyR
     let open = registry()
         .pools
         .iter()
-        .position(|p| p.name() == bare && !p.is_closed());
+        .position(|p| p.pool.name() == bare && !p.closing && !p.pool.is_closed());
     if let Some(id) = open {
         return Ok(id as u32);
     }
@@ -142,24 +144,32 @@ fn open_pool(py: Python<'_>, locator: &str, lock_timeout_ms: Option<u64>) -> PyR
 
 /// The pool with this id, open or closed.
 fn any_pool(py: Python<'_>, id: u32) -> PyResult<Arc<Pool>> {
-    registry()
-        .pools
-        .get(id as usize)
-        .cloned()
-        .ok_or_else(|| coded(py, "ERR_INVALID_ARG", format!("no pool with id {id}")))
+    // The registry's lock is let go before an error is made (that runs Python).
+    let pool = registry().pools.get(id as usize).map(|p| p.pool.clone());
+    pool.ok_or_else(|| coded(py, "ERR_INVALID_ARG", format!("no pool with id {id}")))
 }
 
-/// The open pool with this id.
+/// The open pool with this id: not closed, nor closing (waiting for its
+/// last `Block` to leave).
 fn open(py: Python<'_>, id: u32) -> PyResult<Arc<Pool>> {
-    let pool = any_pool(py, id)?;
-    if pool.is_closed() {
-        return Err(coded(
+    // The registry's lock is let go before an error is made (that runs Python).
+    let found = registry()
+        .pools
+        .get(id as usize)
+        .map(|p| (p.pool.clone(), p.closing));
+    match found {
+        Some((pool, closing)) if closing || pool.is_closed() => Err(coded(
             py,
             "ERR_POOL_CLOSED",
             format!("pool {:?} was closed in this process", pool.name()),
-        ));
+        )),
+        Some((pool, _)) => Ok(pool),
+        None => Err(coded(
+            py,
+            "ERR_INVALID_ARG",
+            format!("no pool with id {id}"),
+        )),
     }
-    Ok(pool)
 }
 
 #[pyfunction]
@@ -188,9 +198,15 @@ fn is_creator(py: Python<'_>, id: u32) -> PyResult<bool> {
     Ok(any_pool(py, id)?.is_creator())
 }
 
+/// Closed for new operations (`close()` was called, or the core's pool
+/// is closed), though possibly not left yet (see `registry`).
 #[pyfunction]
 fn is_closed(py: Python<'_>, id: u32) -> PyResult<bool> {
-    Ok(any_pool(py, id)?.is_closed())
+    let closed = registry()
+        .pools
+        .get(id as usize)
+        .map(|p| p.closing || p.pool.is_closed());
+    closed.ok_or_else(|| coded(py, "ERR_INVALID_ARG", format!("no pool with id {id}")))
 }
 
 /// Allocates `byte_length` bytes (one reference) and returns its Block.
@@ -249,7 +265,7 @@ fn attach(
 #[pyfunction]
 fn stats<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
     let pool = any_pool(py, pool_id)?;
-    let s = core(py, || pool.stats())?;
+    let (s, held_references) = core(py, || Ok((pool.stats()?, pool.held_references())))?;
     let d = PyDict::new(py);
     d.set_item("capacity_bytes", s.capacity_bytes)?;
     d.set_item("heap_bytes", s.heap_bytes)?;
@@ -257,10 +273,13 @@ fn stats<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("free_bytes", s.free_bytes)?;
     d.set_item("largest_free_bytes", s.largest_free_bytes)?;
     d.set_item("live_blocks", s.live_blocks)?;
+    d.set_item("cached_bytes", s.cached_bytes)?;
+    d.set_item("cached_blocks", s.cached_blocks)?;
     d.set_item("in_flight_blocks", s.in_flight_blocks)?;
     d.set_item("processes", s.processes)?;
     d.set_item("lock_takeovers", s.lock_takeovers)?;
-    d.set_item("held_references", pool.held_references())?;
+    d.set_item("backed_bytes", s.backed_bytes)?;
+    d.set_item("held_references", held_references)?;
     Ok(d)
 }
 
@@ -287,20 +306,43 @@ fn reap<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
     Ok(d)
 }
 
-/// Leaves the pool: this process's references are dropped (arrays still
-/// alive keep their mapping, never unmapped), the creator unlinks the name,
-/// later operations fail with ERR_POOL_CLOSED. Idempotent.
+/// Closes the pool in this process: later operations on it fail with
+/// ERR_POOL_CLOSED, the creator unlinks the name now, and the process
+/// leaves the pool (its references are dropped) when the last `Block` of
+/// it is gone: numpy arrays cannot be detached, so the blocks they view stay
+/// held until then (see `registry`). Idempotent.
 #[pyfunction]
 fn close_pool(py: Python<'_>, pool_id: u32) -> PyResult<()> {
     let pool = any_pool(py, pool_id)?;
-    core(py, || pool.close())
+    let closing = registry()
+        .pools
+        .get(pool_id as usize)
+        .is_some_and(|p| p.closing || p.left);
+    if closing {
+        // Closed already: the name it unlinked may be another pool's by now.
+        return Ok(());
+    }
+    if pool.is_creator() {
+        core(py, || pool.unlink_name())?;
+    }
+    match registry::start_closing(pool_id) {
+        Some(pool) => core(py, || pool.close()),
+        None => Ok(()),
+    }
 }
 
 /// Process exit: every pool drops this process's references and leaves.
 /// Nothing is raised: there is nobody left to handle it.
 #[pyfunction]
 fn shutdown(py: Python<'_>) {
-    let pools: Vec<Arc<Pool>> = registry().pools.clone();
+    let pools: Vec<Arc<Pool>> = registry()
+        .pools
+        .iter_mut()
+        .map(|p| {
+            p.left = true;
+            p.pool.clone()
+        })
+        .collect();
     let _ = core(py, || {
         for p in pools {
             let _ = p.close();

@@ -3,6 +3,13 @@
 //! Pools are never dropped once opened: a numpy array may outlive
 //! `close()`, and dropping would unmap memory under it.
 //!
+//! `close()` cannot detach numpy arrays (as Node detaches ArrayBuffers), so
+//! it only marks the pool `closing` (no new blocks in it; `open_pool` makes
+//! a new attachment): the process leaves the pool (the core's `close()`,
+//! which drops every reference) once the last live `Block` of it is gone,
+//! or at exit. Until then those blocks stay held and are never reused under
+//! the arrays that view them. Each entry counts its live `Block`s.
+//!
 //! A process forked (without exec) after it opened a pool inherits the
 //! parent's `Pool`s, whose slot, references and liveness locks are the
 //! parent's, not its own. `after_fork_in_child` forgets them (never closing
@@ -17,9 +24,22 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use arraypool_core::Pool;
 
+pub struct PoolEntry {
+    pub pool: Arc<Pool>,
+    /// `close()` was called: no new operations, the pool is left when
+    /// `blocks` reaches 0.
+    pub closing: bool,
+    /// Somebody decided to call the core's `close()` (it drops every
+    /// reference of this process): a `Block` must no longer be made over a
+    /// reference of this pool.
+    pub left: bool,
+    /// Live `Block`s of this process over this pool (this fork epoch).
+    pub blocks: u64,
+}
+
 #[derive(Default)]
 pub struct Registry {
-    pub pools: Vec<Arc<Pool>>,
+    pub pools: Vec<PoolEntry>,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::default()));
@@ -40,16 +60,66 @@ pub fn epoch() -> u64 {
 /// Adds a pool; returns its id.
 pub fn add_pool(pool: Pool) -> u32 {
     let mut r = registry();
-    r.pools.push(Arc::new(pool));
+    r.pools.push(PoolEntry {
+        pool: Arc::new(pool),
+        closing: false,
+        left: false,
+        blocks: 0,
+    });
     (r.pools.len() - 1) as u32
+}
+
+/// Marks the pool closing (see the module doc). Returns the pool if it is
+/// to be left now (no live `Block`): the caller then calls its `close()`,
+/// outside the registry's lock. None also for an unknown id.
+pub fn start_closing(pool_id: u32) -> Option<Arc<Pool>> {
+    let mut r = registry();
+    let entry = r.pools.get_mut(pool_id as usize)?;
+    entry.closing = true;
+    take_if_unused(entry)
+}
+
+/// Counts a new `Block` over a reference this process took in the pool.
+/// False if the pool is being left: the core's `close()` drops (or has
+/// dropped) that reference, which must then not be viewed.
+pub fn add_block(pool_id: u32) -> bool {
+    let mut r = registry();
+    match r.pools.get_mut(pool_id as usize) {
+        Some(entry) if !entry.left => {
+            entry.blocks += 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Uncounts a dropped `Block` (of this fork epoch). Returns the pool if it
+/// is closing and this was its last `Block`: the caller leaves it.
+pub fn remove_block(pool_id: u32) -> Option<Arc<Pool>> {
+    let mut r = registry();
+    let entry = r.pools.get_mut(pool_id as usize)?;
+    entry.blocks = entry.blocks.saturating_sub(1);
+    take_if_unused(entry)
+}
+
+fn take_if_unused(entry: &mut PoolEntry) -> Option<Arc<Pool>> {
+    if entry.closing && entry.blocks == 0 && !entry.left {
+        entry.left = true;
+        Some(entry.pool.clone())
+    } else {
+        None
+    }
 }
 
 /// Called (through `os.register_at_fork`) in the child right after a fork.
 pub fn after_fork_in_child() {
     FORK_EPOCH.fetch_add(1, Relaxed);
     let inherited = std::mem::take(&mut registry().pools);
-    let names: Vec<String> = inherited.iter().map(|p| p.name().to_string()).collect();
-    for pool in inherited {
+    let names: Vec<String> = inherited
+        .iter()
+        .map(|p| p.pool.name().to_string())
+        .collect();
+    for PoolEntry { pool, .. } in inherited {
         // Never dropped: dropping closes, which would release the parent's
         // references; the mapping stays for arrays inherited from the parent.
         std::mem::forget(pool);

@@ -71,8 +71,11 @@ class Pool:
 
     def stats(self) -> dict:
         """capacity_bytes, heap_bytes, used_bytes, free_bytes,
-        largest_free_bytes, live_blocks, in_flight_blocks, processes,
-        lock_takeovers, held_references (this process's)."""
+        largest_free_bytes, live_blocks, cached_bytes, cached_blocks (freed
+        small blocks processes keep for reuse: used + free + cached =
+        heap_bytes), in_flight_blocks, processes, lock_takeovers,
+        backed_bytes (memory the segment costs now), held_references (this
+        process's)."""
         return _native.stats(self.id)
 
     def check(self) -> dict:
@@ -85,9 +88,12 @@ class Pool:
         return _native.reap(self.id)
 
     def close(self) -> None:
-        """Leaves the pool: this process's references go now (arrays still
-        alive keep their mapping but no longer hold their block), the creator
-        unlinks a named pool, later allocations fail with ERR_POOL_CLOSED."""
+        """Closes the pool in this process: operations on it fail with
+        ERR_POOL_CLOSED from now on (``start_pool``, ``get_pool`` and revived
+        handles join it anew), and the creator unlinks a named pool. numpy
+        arrays cannot be detached, so the blocks of arrays still alive stay
+        held (never reused under them): the process leaves the pool, its
+        references dropped, once the last of them is gone (or at exit)."""
         global _default
         if self.closed:
             return
