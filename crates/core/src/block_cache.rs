@@ -127,14 +127,7 @@ impl Pool {
     ) -> Result<CachedBlock> {
         let v = &self.view;
         let h = v.header();
-        let generation = h.next_generation.load(Relaxed);
-        if generation == 0 || generation == u64::MAX {
-            return Err(PoolError::corrupt(
-                "next_generation",
-                format!("{generation} cannot be issued"),
-            ));
-        }
-        v.set(&h.next_generation, generation + 1)?;
+        let generation = self.issue_generation()?;
         v.set(&b.generation, generation)?;
         v.set(&b.tag, TAG_USED | FLAG_CACHED)?;
         let slot = &h.processes[self.slot as usize % MAX_PROCESSES];

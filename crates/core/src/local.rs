@@ -43,6 +43,19 @@ pub(crate) struct LocalRef {
     pub escaped: bool,
 }
 
+impl LocalRef {
+    /// This process's first reference to a block it just allocated or took
+    /// from its cache.
+    pub fn new(generation: u64, data_len: u64, escaped: bool) -> LocalRef {
+        LocalRef {
+            generation,
+            data_len,
+            count: 1,
+            escaped,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct LocalState {
     pub refs: HashMap<u64, LocalRef, std::hash::BuildHasherDefault<OffsetHasher>>,

@@ -271,6 +271,22 @@ impl Pool {
         self.geometry.heap_end - self.geometry.heap_start
     }
 
+    /// Takes the next generation from the header's counter (under the lock,
+    /// journaled): every allocation and every caching of a block gets a new
+    /// one, so a handle to its previous life is stale.
+    pub(crate) fn issue_generation(&self) -> Result<u64> {
+        let h = self.view.header();
+        let generation = h.next_generation.load(Relaxed);
+        if generation == 0 || generation == u64::MAX {
+            return Err(PoolError::corrupt(
+                "next_generation",
+                format!("{generation} cannot be issued"),
+            ));
+        }
+        self.view.set(&h.next_generation, generation + 1)?;
+        Ok(generation)
+    }
+
     /// Allocates a block with room for `len` bytes and takes one reference
     /// to it. The data is not cleared. Its handle is taken to have left this
     /// process (a `BlockRef` is enough to build one): with
@@ -309,15 +325,9 @@ impl Pool {
                 // Another process reclaimed it (a full pool): allocate as usual.
                 Ok(None) => {}
                 Ok(Some(block)) => {
-                    state.refs.insert(
-                        block.offset,
-                        LocalRef {
-                            generation: block.generation,
-                            data_len: len,
-                            count: 1,
-                            escaped,
-                        },
-                    );
+                    state
+                        .refs
+                        .insert(block.offset, LocalRef::new(block.generation, len, escaped));
                     return Ok(block);
                 }
                 Err(e) => {
@@ -370,14 +380,7 @@ impl Pool {
             crate::testing::pause_inside_allocation_point();
             let v = &self.view;
             let h = v.header();
-            let generation = h.next_generation.load(Relaxed);
-            if generation == 0 || generation == u64::MAX {
-                return Err(PoolError::corrupt(
-                    "next_generation",
-                    format!("{generation} cannot be issued"),
-                ));
-            }
-            v.set(&h.next_generation, generation + 1)?;
+            let generation = self.issue_generation()?;
             let flags = if transfer_required {
                 FLAG_TRANSFER_REQUIRED
             } else {
@@ -397,15 +400,9 @@ impl Pool {
                 data_len: len,
             })
         })?;
-        state.refs.insert(
-            block.offset,
-            LocalRef {
-                generation: block.generation,
-                data_len: len,
-                count: 1,
-                escaped,
-            },
-        );
+        state
+            .refs
+            .insert(block.offset, LocalRef::new(block.generation, len, escaped));
         Ok(block)
     }
 
