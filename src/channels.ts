@@ -567,19 +567,15 @@ export async function send(target: MessageTarget, message: unknown, options: Sen
   // flight. (A process channel refuses it itself, with ERR_INVALID_ARG.)
   if (!viaProcess && !budget.open) throw new ArrayPoolError('ERR_CHANNEL_CLOSED', 'send: the channel is closed (the thread exited or the port closed)');
   const turn = budget.admit(limit, options.signal);
+  // Without a wait, the message is copied now, within the call.
+  if (turn !== undefined) await turn;
   let encoded: Encoded;
-  if (turn === undefined) {
-    // No wait: the message is copied now, within the call.
+  try {
     encoded = encodeMessage(message, { inlineBelowBytes, json: serialization === 'json', transferRequired: true, adopt: false });
     budget.add(encoded.copies);
-  } else {
-    await turn;
-    try {
-      encoded = encodeMessage(message, { inlineBelowBytes, json: serialization === 'json', transferRequired: true, adopt: false });
-      budget.add(encoded.copies);
-    } finally {
-      budget.admitted();
-    }
+  } finally {
+    // A send that waited was let go alone: the next may go once it has copied.
+    if (turn !== undefined) budget.admitted();
   }
   try {
     await deliver(to, encoded.message, () => markAllSent(encoded));

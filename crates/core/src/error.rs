@@ -164,3 +164,20 @@ impl fmt::Display for PoolError {
 impl std::error::Error for PoolError {}
 
 pub type Result<T> = std::result::Result<T, PoolError>;
+
+/// A caught panic's message (`panic!` makes a `&str` or a `String`), for the
+/// bindings' boundaries (`ERR_INTERNAL`).
+pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(text) => text.to_string(),
+            Err(payload) => {
+                // Any other payload type could panic again from its Drop,
+                // where nothing catches it: leak it instead (as napi-rs does).
+                std::mem::forget(payload);
+                "a panic with a non-string payload".to_string()
+            }
+        },
+    }
+}

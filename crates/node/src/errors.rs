@@ -1,11 +1,11 @@
 //! Rust errors as JS errors with a stable `code` (the core's `ERR_*`), and
 //! the panic guards of the napi boundary.
 
-use std::any::Any;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arraypool_core::error::panic_text;
 use arraypool_core::PoolError;
 use napi::bindgen_prelude::*;
 
@@ -96,22 +96,6 @@ pub fn guard_callback(what: &str, body: impl FnOnce()) {
 #[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub fn swallowed_panics() -> u64 {
     SWALLOWED_PANICS.load(Ordering::Relaxed)
-}
-
-/// A panic payload's message (`panic!` makes a `&str` or a `String`).
-fn panic_text(payload: Box<dyn Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(text) => *text,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(text) => text.to_string(),
-            Err(payload) => {
-                // Any other payload type could panic again from its Drop,
-                // where nothing catches it: leak it instead (as napi-rs does).
-                std::mem::forget(payload);
-                "a panic with a non-string payload".to_string()
-            }
-        },
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use std::any::Any;
 
+pub use arraypool_core::error::panic_text;
+
 use arraypool_core::PoolError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -46,21 +48,6 @@ pub fn internal(py: Python<'_>, payload: Box<dyn Any + Send>) -> PyErr {
             panic_text(payload)
         ),
     )
-}
-
-/// A panic payload's message (`panic!` makes a `&str` or a `String`).
-pub fn panic_text(payload: Box<dyn Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(text) => *text,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(text) => text.to_string(),
-            Err(payload) => {
-                // Any other payload type could panic again from its Drop.
-                std::mem::forget(payload);
-                "a panic with a non-string payload".to_string()
-            }
-        },
-    }
 }
 
 /// `map_err` helper: a core result as a Python result.

@@ -74,16 +74,24 @@ class Member:
         self.process.stdout.close()
 
 
-@pytest.fixture
-def python_member(pool):
-    members = []
+def member_fixture(command):
+    """A fixture that starts members running `command` and kills them after the test."""
 
-    def start():
-        m = Member([sys.executable, str(FIXTURES / "member.py")])
-        members.append(m)
-        return m
+    @pytest.fixture
+    def members(pool):
+        started = []
 
-    yield start
-    for m in members:
-        m.kill()
-        m.process.stdout.close()
+        def start():
+            m = Member(command)
+            started.append(m)
+            return m
+
+        yield start
+        for m in started:
+            m.kill()
+            m.process.stdout.close()
+
+    return members
+
+
+python_member = member_fixture([sys.executable, str(FIXTURES / "member.py")])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import arraypool
-from conftest import FIXTURES, REPO, Member
+from conftest import FIXTURES, REPO, member_fixture
 
 NODE = shutil.which("node")
 DIST = REPO / "dist" / "index.js"
@@ -17,19 +17,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def node_member(pool):
-    members = []
-
-    def start():
-        m = Member([NODE, str(FIXTURES / "node_member.mjs")])
-        members.append(m)
-        return m
-
-    yield start
-    for m in members:
-        m.kill()
-        m.process.stdout.close()
+node_member = member_fixture([NODE, str(FIXTURES / "node_member.mjs")])
 
 
 def test_node_joins_the_python_parents_pool(pool, node_member):
