@@ -19,8 +19,12 @@ test('a thread that exits holding 100 never-read arrays leaves no reference behi
     `import(${JSON.stringify(DIST)}).then(({ makeTransferable }) => {
        const kept = [];
        for (let i = 0; i < 100; i++) kept.push(makeTransferable(new Float64Array(16), { transferRequired: false }));
-       require('node:worker_threads').parentPort.postMessage(kept.length);
+       const { parentPort } = require('node:worker_threads');
        globalThis.kept = kept;
+       // Stay alive (holding them) until terminated: a thread with nothing
+       // to do exits at once, releasing them before the parent looks.
+       parentPort.on('message', () => {});
+       parentPort.postMessage(kept.length);
      });`,
     { eval: true },
   );
