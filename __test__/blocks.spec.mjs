@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { closeSync, existsSync, openSync, rmSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-import { ArrayPoolError, makeTransferable, revive, startPool } from '../dist/index.js';
+import { ArrayPoolError, makeTransferable, readHandle, revive, startPool } from '../dist/index.js';
 import { runCli, spawnChild } from './helpers.mjs';
 
 const CLI = fileURLToPath(new URL('../dist/src/cli.js', import.meta.url));
@@ -34,7 +34,7 @@ test.serial('pool.blocks() and `arraypool blocks --json` show held and in-flight
     // The child sends one array and drops it unrevived: in flight.
     const sent = child.message('result');
     t.falsy((await child.request('result', { length: 16 })).error);
-    const { r } = await sent;
+    const r = readHandle((await sent).r); // the compact form, read
 
     const list = pool.blocks();
     t.is(list.totalBlocks, 6);

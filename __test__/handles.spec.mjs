@@ -4,12 +4,15 @@ import { constants as bufferConstants } from 'node:buffer';
 
 import {
   ArrayPoolError,
+  COMPACT_HANDLE_FORMAT,
   HANDLE_FIELDS,
+  HANDLE_FORMAT,
   TransferableArray,
   empty,
   getPool,
   makeTransferable,
   parseSize,
+  readHandle,
   revive,
   startPool,
   withPool,
@@ -30,15 +33,32 @@ test('the pool honours a size string', (t) => {
   }
 });
 
-test('own enumerable properties are exactly the handle, in the documented order', (t) => {
-  const a = makeTransferable(new Float32Array([1, 2]));
-  t.deepEqual(Object.keys(a), [...HANDLE_FIELDS]);
+test('the only own enumerable property is the handle in the compact form; toHandle() gives the object form', (t) => {
+  const a = makeTransferable(new Float32Array([1, 2, 3, 4, 5, 6]), { shape: [2, 3] });
+  t.deepEqual(Object.keys(a), ['__arraypool__']);
   const json = JSON.parse(JSON.stringify(a));
-  t.deepEqual(Object.keys(json), [...HANDLE_FIELDS]);
+  t.deepEqual(Object.keys(json), ['__arraypool__']);
+  const h = a.toHandle();
+  t.deepEqual(Object.keys(h), [...HANDLE_FIELDS]);
+  t.is(h.__arraypool__, HANDLE_FORMAT);
+  t.is(
+    json.__arraypool__,
+    `${COMPACT_HANDLE_FORMAT}:${h.segment}:${h.offset}:${h.generation}:0:24:float32:2,3`,
+    'format:segment:offset:generation:byteOffset:byteLength:dtype:shape',
+  );
+  t.deepEqual(readHandle(json), h, 'both forms name the same array');
+  t.deepEqual(readHandle(h), h);
   const cloned = structuredClone(a);
   t.deepEqual(cloned, json, 'structured clone carries the same handle');
   t.false('array' in cloned, 'never the bytes');
-  t.is(JSON.stringify(a).length < 300, true);
+  t.true(JSON.stringify(a).length < 120);
+  for (const spelled of [json, h]) {
+    const back = revive(spelled);
+    t.deepEqual([...back.array], [1, 2, 3, 4, 5, 6]);
+    t.deepEqual(back.shape, [2, 3]);
+    back.release();
+  }
+  t.throws(() => readHandle({ op: 'not a handle' }), { instanceOf: ArrayPoolError, code: 'ERR_INVALID_HANDLE' });
   a.release();
 });
 
@@ -178,6 +198,72 @@ test.serial('thousands of forged handles each give ERR_INVALID_HANDLE or ERR_STA
   t.is(pool.check().violation, null);
   t.is(live.array[63], 1, 'the live block is untouched');
   live.release();
+});
+
+/** A compact-form handle with 1 to 3 of its fields (or its whole text) forged. */
+function randomCompact(rng, base) {
+  const pick = (xs) => xs[Math.floor(rng() * xs.length)];
+  const numbers = ['0', '1', '64', '-1', '01', '00', '1e3', '0x40', ' 64', '64 ', '1.5', 'NaN', 'Infinity', '', '9007199254740991',
+    '9007199254740992', '99999999999999999', String(2 ** 32), String(Math.floor(rng() * 2 ** 28) * 64)];
+  const parts = base.split(':');
+  const n = 1 + Math.floor(rng() * 3);
+  for (let i = 0; i < n; i++) {
+    const f = Math.floor(rng() * 10);
+    if (f === 0) parts[0] = pick(['1', '3', '02', '', '2 ']);
+    else if (f === 1) parts[1] = pick(['../../etc/passwd', '/arraypool-../x', 'arraypool-', '', 'a'.repeat(300), 'arraypool-x/y']);
+    else if (f >= 2 && f <= 5) parts[f] = pick(numbers);
+    else if (f === 6) parts[6] = pick(['float64', 'uint8', 'nope', 'Float64', '', 'float64 ']);
+    else if (f === 7) parts[7] = pick(['1', '0', '8', '64', '8,8', '64,', ',64', '-1', '2,-0', Array(40).fill(1).join(','), '1099511627776,1099511627776']);
+    else if (f === 8) parts.splice(Math.floor(rng() * parts.length), pick([0, 1]), pick(['', 'x', '7']));
+    else return pick([base.slice(0, Math.floor(rng() * base.length)), `${base}:1`, `${base},`, base.replaceAll(':', ';'), 'x'.repeat(2000), `${base}${'0'.repeat(1100)}`]);
+  }
+  return parts.join(':');
+}
+
+test.serial('thousands of forged compact handles each give ERR_INVALID_HANDLE or ERR_STALE_HANDLE; check() still passes', (t) => {
+  let seed = 54321;
+  const rng = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const live = makeTransferable(new Float64Array(64).fill(1));
+  const base = JSON.parse(JSON.stringify(live)).__arraypool__;
+  const handle = live.toHandle();
+  const codes = new Map();
+  let accepted = 0;
+  for (let i = 0; i < 5000; i++) {
+    const forged = { __arraypool__: randomCompact(rng, base) };
+    try {
+      const r = revive(forged);
+      // Only a handle that still names the live block's own range may pass.
+      t.true(r.offset === handle.offset && r.generation === handle.generation && r.byteOffset + r.byteLength <= 512, forged.__arraypool__);
+      r.release();
+      accepted++;
+    } catch (e) {
+      t.true(e instanceof ArrayPoolError, String(e));
+      codes.set(e.code, (codes.get(e.code) ?? 0) + 1);
+    }
+  }
+  t.deepEqual([...codes.keys()].sort(), ['ERR_INVALID_HANDLE', 'ERR_STALE_HANDLE']);
+  t.log(`forged compact handles: ${JSON.stringify(Object.fromEntries(codes))}, accepted ${accepted}`);
+  t.is(pool.check().violation, null);
+  t.is(live.array[63], 1, 'the live block is untouched');
+  live.release();
+});
+
+test('a compact handle is read strictly: one spelling per handle', (t) => {
+  const a = makeTransferable(new Float64Array(8));
+  const text = JSON.parse(JSON.stringify(a)).__arraypool__;
+  const [, segment, offset, generation] = text.split(':');
+  const spelled = (changes) => ({ __arraypool__: Object.assign(text.split(':'), changes).join(':') });
+  for (const bad of [{ 2: `0${offset}` }, { 3: `+${generation}` }, { 4: '0.0' }, { 5: '6.4e1' }, { 7: '08' }, { 6: 'FLOAT64' }, { 0: '2.0' }]) {
+    t.throws(() => revive(spelled(bad)), { instanceOf: ArrayPoolError, code: 'ERR_INVALID_HANDLE' }, JSON.stringify(bad));
+  }
+  // The leading '/' of a shm name is the one other spelling, as in the object form.
+  t.throws(() => revive(spelled({ 1: `/${segment}/` })), { code: 'ERR_INVALID_HANDLE' });
+  t.throws(() => revive({ __arraypool__: 2 }), { code: 'ERR_INVALID_HANDLE' }, 'the number 2 is no format');
+  const back = revive({ __arraypool__: text, extra: 'ignored' });
+  t.is(back.byteLength, 64);
+  t.is(JSON.parse(JSON.stringify(back)).__arraypool__, text, 'a revived array clones to the string it arrived as');
+  back.release();
+  a.release();
 });
 
 test.serial('withPool releases everything the scope took, sync and async', async (t) => {

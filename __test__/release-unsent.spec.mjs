@@ -13,20 +13,20 @@ import { serialize, deserialize } from 'node:v8';
 import test from 'ava';
 
 import * as binding from '../binding.cjs';
-import { makeTransferable, revive, startPool, empty, zeros, toTransferable, send } from '../dist/index.js';
+import { makeTransferable, readHandle, revive, startPool, empty, zeros, toTransferable, send } from '../dist/index.js';
 import { collectGarbage } from './helpers.mjs';
 
 const pool = startPool();
 const MIB = 1 << 20;
 
 const stats = () => pool.stats();
-const escaped = (t) => binding.blockEscaped(t.poolId, t.offset, Object.getOwnPropertyDescriptor(t, 'generation').get.call(t));
-/** Whether the block is still marked unsent, read without the getter (which would mark it). */
+/** Whether the block is still marked unsent, read without the getters (which would mark it). */
 const unsent = (t) => {
   const shown = inspect(t);
   const generation = Number(/generation: (\d+)/.exec(shown)[1]);
   return binding.blockEscaped(t.poolId, t.offset, generation) === false;
 };
+const escaped = (t) => !unsent(t);
 
 // A child that keeps the handles it receives without reviving them until asked.
 const CHILD_SOURCE = `
@@ -111,16 +111,31 @@ test.serial("the library's own accesses do not mark the block; reading the handl
   t.is(stats().inFlightBlocks, 0);
 });
 
-test.serial('a revived array has nothing to mark: generation is a data property, its clone the same handle', (t) => {
+test.serial('a revived array has nothing to mark: its handle is a data property, its clone the same handle', (t) => {
   const a = makeTransferable(new Float64Array([1, 2, 3, 4]));
-  const r = revive(deserialize(serialize(a)));
-  const desc = Object.getOwnPropertyDescriptor(r, 'generation');
+  const sent = deserialize(serialize(a));
+  t.deepEqual(Object.keys(sent), ['__arraypool__'], 'one field: the compact form');
+  const r = revive(sent);
+  const desc = Object.getOwnPropertyDescriptor(r, '__arraypool__');
   t.true(desc.enumerable && 'value' in desc, 'a data property, not the marking getter');
   t.deepEqual(Object.keys(r), Object.keys(a), 'same fields, same order');
-  t.deepEqual(deserialize(serialize(r)), a.toHandle());
-  t.true(typeof Object.getOwnPropertyDescriptor(a, 'generation').get === 'function', 'a made array keeps the getter');
+  t.deepEqual(deserialize(serialize(r)), sent, 'its clone is the handle it arrived as');
+  t.deepEqual(readHandle(sent), a.toHandle());
+  t.true(typeof Object.getOwnPropertyDescriptor(a, '__arraypool__').get === 'function', 'a made array keeps the getter');
   r.release();
   a.release();
+});
+
+test.serial('reading the handle of a made array marks its block, whichever way it is read', (t) => {
+  for (const read of [(a) => a.__arraypool__, (a) => a.generation, (a) => ({ ...a }), (a) => JSON.stringify(a)]) {
+    const a = makeTransferable(new Float64Array(4));
+    void a.offset, a.segment, a.byteOffset, a.byteLength, a.dtype, a.shape, Object.keys(a);
+    t.true(unsent(a), 'the other fields and the keys mark nothing');
+    read(a);
+    t.true(escaped(a), String(read));
+    a.release();
+    revive(a.toHandle()).release();
+  }
 });
 
 for (const [what, leak] of [
@@ -226,7 +241,7 @@ test.serial('transferRequired: false is unchanged; a released view\u2019s handle
   const s = a.subarray(0, 50);
   a.release();
   const handle = JSON.parse(JSON.stringify(a)); // read after release: the block is still held by `s`
-  t.is(handle.byteLength, 100);
+  t.is(readHandle(handle).byteLength, 100);
   s.release();
   t.is(stats().inFlightBlocks, before.inFlightBlocks + 1);
   revive(handle).release();

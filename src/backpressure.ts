@@ -22,7 +22,7 @@
 import * as binding from '#binding';
 import { ArrayPoolError } from './errors.js';
 import type { TransferableArray } from './transferable.js';
-import { unmarkedHandle } from './transferable.js';
+import { handleFieldsOf } from './transferable.js';
 
 /** The default budget of a channel: 64 MiB of pool copies in flight. */
 export const DEFAULT_MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
@@ -106,7 +106,7 @@ class ChannelBudget {
   /** Counts the copies a send made for this channel. */
   add(copies: readonly TransferableArray[]): void {
     for (const copy of copies) {
-      const handle = unmarkedHandle(copy);
+      const handle = handleFieldsOf(copy);
       const flight: Flight = { poolId: copy.poolId, offset: handle.offset, generation: handle.generation, bytes: copy.byteLength };
       this.#flights.add(flight);
       this.bytes += flight.bytes;

@@ -17,7 +17,7 @@ import { channelBudget, maxBytesInFlight, type ChannelEnd } from './backpressure
 import { ArrayPoolError } from './errors.js';
 import { joinDelivery, keepReceived, runHandler, type Delivery } from './received.js';
 import { dtypeOf, type PoolTypedArray } from './dtypes.js';
-import { looksLikeHandle, type TransferableHandle } from './handle.js';
+import { looksLikeHandle, type CompactHandle } from './handle.js';
 import {
   NOT_A_LEAF,
   TransferableArray,
@@ -112,7 +112,7 @@ const objectTag = (value: object): string => Object.prototype.toString.call(valu
 const ARRAY_MARK = '__arraypool_array__';
 
 interface ArrayMark {
-  [ARRAY_MARK]: TransferableHandle;
+  [ARRAY_MARK]: CompactHandle;
 }
 
 export interface EncodeOptions {
@@ -303,7 +303,7 @@ class Encoder {
     return encoded;
   }
 
-  #encodeTransferable(t: TransferableArray): TransferableHandle {
+  #encodeTransferable(t: TransferableArray): CompactHandle {
     // A released array's block may already hold someone else's data.
     if (t.released) throw new ArrayPoolError('ERR_NOT_HELD', 'cannot send a released TransferableArray');
     if (this.#options.adopt) this.references.push(t);

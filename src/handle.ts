@@ -2,16 +2,29 @@
  * The handle: the plain, JSON-safe data that crosses process boundaries in
  * place of an array. It mirrors `arraypool_core::Handle` (segment, offset,
  * generation, byteOffset, byteLength) plus the element type and shape.
- * A TransferableArray's own enumerable properties are exactly these fields,
- * so structured clone, fork IPC (json and advanced) and JSON.stringify all
- * carry the handle and never the bytes.
+ *
+ * Two spellings, both accepted wherever a handle is revived:
+ * - the object form (format 1), `{ __arraypool__: 1, segment, offset,
+ *   generation, byteOffset, byteLength, dtype, shape }`: what `toHandle()`
+ *   returns and what Python's `handle()` gives, readable and easy to build;
+ * - the compact form (format 2), `{ __arraypool__: '2:segment:offset:
+ *   generation:byteOffset:byteLength:dtype:d0,d1,...' }`: what a
+ *   TransferableArray is cloned to (its only own enumerable property), so
+ *   that structured clone, fork IPC (json and advanced) and JSON.stringify
+ *   carry one short string and never the bytes. One string instead of eight
+ *   fields is what a message pays for carrying an array: serializing and
+ *   parsing the object form cost ~15% of a fork round trip (issue 12).
  */
 import { ArrayPoolError } from './errors.js';
 import { DTYPES, isDType, type DType } from './dtypes.js';
 
-/** Format version; the marker by which `revive` recognises handles. */
+/** The object form's version; the marker by which `revive` recognises handles. */
 export const HANDLE_FORMAT = 1;
 
+/** The compact form's version: the first field of its string. */
+export const COMPACT_HANDLE_FORMAT = 2;
+
+/** A handle in the object form (format 1). */
 export interface TransferableHandle {
   readonly __arraypool__: typeof HANDLE_FORMAT;
   readonly segment: string;
@@ -23,7 +36,15 @@ export interface TransferableHandle {
   readonly shape: readonly number[];
 }
 
-/** The handle's field names, in order (kept in one place; tests compare). */
+/** A handle in the compact form (format 2): what a TransferableArray clones to. */
+export interface CompactHandle {
+  readonly __arraypool__: string;
+}
+
+/** A handle's fields, without the marker. */
+export type HandleFields = Omit<TransferableHandle, '__arraypool__'>;
+
+/** The object form's field names, in order (kept in one place; tests compare). */
 export const HANDLE_FIELDS = [
   '__arraypool__',
   'segment',
@@ -34,6 +55,12 @@ export const HANDLE_FIELDS = [
   'dtype',
   'shape',
 ] as const;
+
+/** The compact form's string for a handle's fields (each already valid). */
+export function compactHandle(h: HandleFields): string {
+  // Safe integers print as plain decimals (no exponent below 1e21).
+  return `${COMPACT_HANDLE_FORMAT}:${h.segment}:${h.offset}:${h.generation}:${h.byteOffset}:${h.byteLength}:${h.dtype}:${h.shape.join(',')}`;
+}
 
 /**
  * An own data property's value, else undefined. A received handle is data:
@@ -122,22 +149,91 @@ export function shapeSize(shape: unknown): number {
   return checkShape(shape).size;
 }
 
-/** Validates every field of a received handle; throws ERR_INVALID_HANDLE. */
-export function parseHandle(value: Record<string, unknown>): TransferableHandle {
-  const bad = (why: string, cause?: unknown): never => {
-    throw new ArrayPoolError('ERR_INVALID_HANDLE', `invalid handle: ${why}`, cause === undefined ? undefined : { cause });
-  };
+/** A received handle, checked: its fields, and the compact form's string if it came so. */
+export interface ParsedHandle extends HandleFields {
+  /**
+   * The compact string as received (canonical: numbers in plain decimal
+   * without leading zeros, so equal handles have equal strings), or
+   * undefined for the object form.
+   */
+  readonly compact: string | undefined;
+}
+
+type Bad = (why: string, cause?: unknown) => never;
+
+const invalidHandle: Bad = (why, cause) => {
+  throw new ArrayPoolError('ERR_INVALID_HANDLE', `invalid handle: ${why}`, cause === undefined ? undefined : { cause });
+};
+
+/**
+ * Validates every field of a received handle, in either form (see the
+ * module doc); throws ERR_INVALID_HANDLE.
+ */
+export function parseHandle(value: Record<string, unknown>): ParsedHandle {
   // Each field is read once, as own data (see ownData); only the values
   // read here are checked and used.
   const format = ownData(value, '__arraypool__');
-  const segment = ownData(value, 'segment');
-  const offset = ownData(value, 'offset');
-  const generation = ownData(value, 'generation');
-  const byteOffset = ownData(value, 'byteOffset');
-  const byteLength = ownData(value, 'byteLength');
-  const dtype = ownData(value, 'dtype');
-  const shape = ownData(value, 'shape');
-  if (format !== HANDLE_FORMAT) bad(`unknown format ${show(format)}`);
+  if (typeof format === 'string') return parseCompact(format);
+  if (format !== HANDLE_FORMAT) invalidHandle(`unknown format ${show(format)}`);
+  const fields = checkFields(
+    ownData(value, 'segment'),
+    ownData(value, 'offset'),
+    ownData(value, 'generation'),
+    ownData(value, 'byteOffset'),
+    ownData(value, 'byteLength'),
+    ownData(value, 'dtype'),
+    ownData(value, 'shape'),
+  );
+  return { ...fields, compact: undefined };
+}
+
+/** The longest compact string read (a real one is under 150 characters). */
+const MAX_COMPACT_LENGTH = 1024;
+
+/**
+ * A field of the compact form as a number: plain decimal digits, no sign,
+ * no leading zero, at most 16 of them; NaN for anything else (which the
+ * checks then refuse). Strict, so that one handle has one spelling.
+ */
+function decimal(text: string | undefined): number {
+  if (text === undefined) return NaN;
+  const n = text.length;
+  if (n === 0 || n > 16 || (n > 1 && text.charCodeAt(0) === 48)) return NaN;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 48 || c > 57) return NaN;
+  }
+  return +text;
+}
+
+function parseCompact(text: string): ParsedHandle {
+  if (text.length > MAX_COMPACT_LENGTH) invalidHandle(`the compact form is longer than ${MAX_COMPACT_LENGTH} characters`);
+  const parts = text.split(':');
+  if (parts[0] !== String(COMPACT_HANDLE_FORMAT)) invalidHandle(`unknown format ${show(parts[0])}`);
+  if (parts.length !== 8) invalidHandle(`the compact form has 8 fields separated by ':', got ${parts.length}`);
+  const fields = checkFields(
+    parts[1],
+    decimal(parts[2]),
+    decimal(parts[3]),
+    decimal(parts[4]),
+    decimal(parts[5]),
+    parts[6],
+    (parts[7] as string).split(',').map(decimal),
+  );
+  return { ...fields, compact: text };
+}
+
+/** The checks both forms share, on the values read from the handle. */
+function checkFields(
+  segment: unknown,
+  offset: unknown,
+  generation: unknown,
+  byteOffset: unknown,
+  byteLength: unknown,
+  dtype: unknown,
+  shape: unknown,
+): HandleFields {
+  const bad = invalidHandle;
   if (typeof segment !== 'string' || segment.length > 200) bad('segment must be a string');
   if (!isIndex(offset)) bad('offset must be a non-negative safe integer');
   if (!isIndex(generation)) bad('generation must be a non-negative safe integer');
@@ -155,7 +251,6 @@ export function parseHandle(value: Record<string, unknown>): TransferableHandle 
   if (checked.size * info.bytesPerElement !== byteLength) bad('shape does not match byteLength');
   if ((byteOffset as number) % info.bytesPerElement !== 0) bad('byteOffset is not aligned to the dtype');
   return {
-    __arraypool__: HANDLE_FORMAT,
     segment: segment as string,
     offset: offset as number,
     generation: generation as number,
@@ -164,4 +259,16 @@ export function parseHandle(value: Record<string, unknown>): TransferableHandle 
     dtype: dtype as DType,
     shape: checked.dims,
   };
+}
+
+/**
+ * A received handle, in either form, as the object form: checked (as
+ * `revive` checks it) but not attached, to look at its fields (e.g. to find
+ * its block in `pool.blocks()`). ERR_INVALID_HANDLE if it is not a handle
+ * or is malformed. For a live TransferableArray, use `toHandle()`.
+ */
+export function readHandle(value: unknown): TransferableHandle {
+  if (!looksLikeHandle(value)) invalidHandle(`expected a handle, got ${show(value)}`);
+  const { compact: _compact, ...fields } = parseHandle(value as Record<string, unknown>);
+  return { __arraypool__: HANDLE_FORMAT, ...fields };
 }

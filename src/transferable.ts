@@ -1,23 +1,26 @@
 /**
  * TransferableArray: a typed array living in a pool block, whose structured
- * clone is its handle. The handle fields are its only own enumerable
- * properties; the view and the reference live in private fields.
+ * clone is its handle. Its only own enumerable property is the handle in
+ * the compact form (`__arraypool__`, see handle.ts); the handle's fields are
+ * getters on the prototype, and the view and the reference live in private
+ * fields.
  *
- * Blocks whose handle never left the process (issue 12): `generation` is an
- * own enumerable getter. Structured clone, JSON, spreading and any code that
- * builds a handle by hand must read it (a handle without the generation
- * attaches nothing), and the first read tells the binding that the block's
- * handle may have left this process (`markEscaped`, per block: any view of
- * it). Until then the block's last release in this process (`release()` or
- * GC) frees it even with `transferRequired: true`, since no other process can
- * be waiting for it. `toHandle()` marks it too. The library's own accesses
- * (subarray, revive's walk, inspect) use the private copy and mark nothing;
- * the channels send with `toHandle()`, which marks: they do send.
+ * Blocks whose handle never left the process (issue 12): on an array made
+ * here, `__arraypool__` is an own enumerable getter. Structured clone, JSON
+ * and spreading read it, and the first read tells the binding that the
+ * block's handle may have left this process (`markEscaped`, per block: any
+ * view of it). Reading `generation` does the same, since a handle built by
+ * hand needs it (a handle without the generation attaches nothing). Until
+ * then the block's last release in this process (`release()` or GC) frees
+ * it even with `transferRequired: true`, since no other process can be
+ * waiting for it. `toHandle()` marks it too. The library's own accesses
+ * (subarray, revive's walk, inspect) use the private fields and mark
+ * nothing; the channels mark just before a message leaves.
  *
  * An array attached from a handle (revive, the channels' decoder) has a
- * plain data property instead: its block is already known to other
- * processes, so there is nothing to mark, and a getter would only cost a
- * defineProperty per revive.
+ * plain data property instead, holding the string it arrived as: its block
+ * is already known to other processes, so there is nothing to mark, and a
+ * getter would only cost a defineProperty per revive.
  */
 
 import { constants as bufferConstants } from 'node:buffer';
@@ -27,7 +30,17 @@ import { isMainThread } from 'node:worker_threads';
 import * as binding from '#binding';
 import { ArrayPoolError, native } from './errors.js';
 import { DTYPES, dtypeOf, isDType, viewExtent, viewFacts, type DType, type DTypeArrays, type PoolTypedArray } from './dtypes.js';
-import { HANDLE_FORMAT, checkShape, looksLikeHandle, parseHandle, show, type TransferableHandle } from './handle.js';
+import {
+  HANDLE_FORMAT,
+  checkShape,
+  compactHandle,
+  looksLikeHandle,
+  parseHandle,
+  show,
+  type CompactHandle,
+  type HandleFields,
+  type TransferableHandle,
+} from './handle.js';
 import { getPool, poolById, poolByName, type Pool } from './pool.js';
 import { adoptIntoScope } from './scope.js';
 
@@ -69,27 +82,34 @@ export interface TransferOptions {
   shape?: readonly number[];
 }
 
-/** @internal The handle, without marking the block as having left the process. */
-export let unmarkedHandle: (t: TransferableArray) => TransferableHandle;
+/** @internal The compact handle (what crosses a channel), without marking the block as having left the process. */
+export let unmarkedHandle: (t: TransferableArray) => CompactHandle;
+/** @internal The handle's fields, without marking the block. */
+export let handleFieldsOf: (t: TransferableArray) => HandleFields;
 /** @internal Marks the block as having left the process (what `toHandle()` does). */
 export let markSent: (t: TransferableArray) => void;
 /** @internal The view if it was made (a lazy view's is not, until `.array` is read). */
 export let madeView: (t: TransferableArray) => PoolTypedArray | undefined;
 
-export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implements TransferableHandle {
-  readonly __arraypool__: typeof HANDLE_FORMAT = HANDLE_FORMAT;
-  // Assigned in the constructor, in this order (HANDLE_FIELDS'): `declare`
-  // keeps class fields from defining them first, which would make
-  // `generation` a data property before it becomes the getter.
-  declare readonly segment: string;
-  declare readonly offset: number;
-  /** An own enumerable getter: reading it marks the block's handle as having left the process (see the module doc). */
-  declare readonly generation: number;
-  declare readonly byteOffset: number;
-  declare readonly byteLength: number;
-  declare readonly dtype: DType;
-  declare readonly shape: readonly number[];
-  #generation: number;
+export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
+  /**
+   * The handle in the compact form (handle.ts): the only own enumerable
+   * property, so the array's clone is `{ __arraypool__: '2:...' }`. On an
+   * array made here, a getter: reading it marks the block's handle as having
+   * left the process (see the module doc).
+   */
+  declare readonly __arraypool__: string;
+  readonly #segment: string;
+  readonly #offset: number;
+  readonly #generation: number;
+  readonly #byteOffset: number;
+  readonly #byteLength: number;
+  readonly #dtype: DType;
+  /** A private copy, frozen when first given out. */
+  readonly #shape: number[];
+  #shapeFrozen = false;
+  /** The compact string, made when first needed. */
+  #compact: string | undefined;
   /** This wrapper told the binding that the block's handle may leave (or did not need to). */
   #escaped: boolean;
   /** Undefined until the view is made (a lazy view, see `unviewed`). */
@@ -100,42 +120,45 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
   #released = false;
 
   /**
-   * The `generation` property of every instance: one shared descriptor, so
-   * that every instance keeps the same hidden class.
+   * The `__arraypool__` property of every instance made here: one shared
+   * descriptor, so that every such instance keeps the same hidden class.
    */
-  static readonly #generationProperty: PropertyDescriptor = {
+  static readonly #handleProperty: PropertyDescriptor = {
     enumerable: true,
     configurable: false,
-    get(this: TransferableArray): number {
+    get(this: TransferableArray): string {
       if (!this.#escaped) this.#markEscaped();
-      return this.#generation;
+      return this.#compactHandle();
     },
   };
 
   /**
-   * @internal Use makeTransferable, empty, zeros or revive. `escaped`: the
-   * block may already be known to other processes (attached from a handle),
-   * so reading the handle needs no mark. `buffer` undefined: a lazy view,
-   * whose reference (view id in `out[0]`) this object owns until `.array`.
+   * @internal Use makeTransferable, empty, zeros or revive. `shape` must be
+   * the caller's private array (it is kept). `escaped`: the block may
+   * already be known to other processes (attached from a handle), so
+   * reading the handle needs no mark; `compact` is then the string it
+   * arrived as, if it names this pool as `pool.name` does. `buffer`
+   * undefined: a lazy view, whose reference (view id in `out[0]`) this
+   * object owns until `.array`.
    */
-  constructor(pool: Pool, buffer: ArrayBuffer | undefined, handle: Omit<TransferableHandle, '__arraypool__'>, escaped = false) {
+  constructor(pool: Pool, buffer: ArrayBuffer | undefined, handle: HandleFields, escaped = false, compact?: string) {
+    this.#segment = handle.segment;
+    this.#offset = handle.offset;
     this.#generation = handle.generation;
+    this.#byteOffset = handle.byteOffset;
+    this.#byteLength = handle.byteLength;
+    this.#dtype = handle.dtype;
+    this.#shape = handle.shape as number[];
     this.#escaped = escaped;
-    this.segment = handle.segment;
-    this.offset = handle.offset;
     if (escaped) {
       // Nothing to mark (see the module doc): a data property, so that
-      // reviving costs no defineProperty (a runtime call: ~1 µs of the
-      // ~3.5 µs a revive and release took) and serializing the array calls
-      // no getter.
-      this.generation = handle.generation;
+      // reviving costs no defineProperty (a runtime call) and serializing
+      // the array calls no getter.
+      this.#compact = compact;
+      this.__arraypool__ = this.#compactHandle();
     } else {
-      Object.defineProperty(this, 'generation', TransferableArray.#generationProperty);
+      Object.defineProperty(this, '__arraypool__', TransferableArray.#handleProperty);
     }
-    this.byteOffset = handle.byteOffset;
-    this.byteLength = handle.byteLength;
-    this.dtype = handle.dtype;
-    this.shape = Object.freeze([...handle.shape]);
     this.#pool = pool;
     this.#buffer = buffer;
     this.#viewId = out[0] as number;
@@ -153,6 +176,48 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     adoptIntoScope(this);
   }
 
+  /** The pool's name (a locator for anonymous pools). */
+  get segment(): string {
+    return this.#segment;
+  }
+
+  /** The block's offset in the pool. */
+  get offset(): number {
+    return this.#offset;
+  }
+
+  /**
+   * The block's generation (a freed and reused block gets a new one). Reading
+   * it marks the block's handle as having left the process, as reading
+   * `__arraypool__` does: a handle built by hand needs it.
+   */
+  get generation(): number {
+    if (!this.#escaped) this.#markEscaped();
+    return this.#generation;
+  }
+
+  /** Where this array starts in the block. */
+  get byteOffset(): number {
+    return this.#byteOffset;
+  }
+
+  get byteLength(): number {
+    return this.#byteLength;
+  }
+
+  get dtype(): DType {
+    return this.#dtype;
+  }
+
+  /** The dimensions (a frozen array). */
+  get shape(): readonly number[] {
+    if (!this.#shapeFrozen) {
+      Object.freeze(this.#shape);
+      this.#shapeFrozen = true;
+    }
+    return this.#shape;
+  }
+
   /** The typed array: a view of shared memory (no copy). Empty once released. */
   get array(): T {
     return this.#array ?? this.#view();
@@ -160,7 +225,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
 
   /** Makes a lazy view's ArrayBuffer (its finalizer takes the reference over); a released one's array is empty. */
   #view(): T {
-    const info = DTYPES[this.dtype];
+    const info = DTYPES[this.#dtype];
     if (this.#released) {
       // Detached, like a released view's array (copying it is then refused too).
       const empty = new ArrayBuffer(0);
@@ -171,7 +236,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     const buffer = native(() => binding.viewOf(this.#viewId));
     unviewed.unregister(this);
     this.#buffer = buffer;
-    this.#array = info.view(buffer, 0, this.byteLength / info.bytesPerElement) as T;
+    this.#array = info.view(buffer, 0, this.#byteLength / info.bytesPerElement) as T;
     return this.#array;
   }
 
@@ -197,8 +262,12 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
    * only on success: if the call throws, so does the serialization.
    */
   #markEscaped(): void {
-    native(() => binding.markEscaped(this.#pool.id, this.offset, this.#generation));
+    native(() => binding.markEscaped(this.#pool.id, this.#offset, this.#generation));
     this.#escaped = true;
+  }
+
+  #compactHandle(): string {
+    return (this.#compact ??= compactHandle(this.#handleOf()));
   }
 
   /** Shows the handle fields without reading the getter (so without marking the block). */
@@ -243,7 +312,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
    */
   subarray(begin?: number, end?: number): TransferableArray<T> {
     this.#live();
-    const rows = this.shape[0] ?? 0;
+    const rows = this.#shape[0] ?? 0;
     // %TypedArray%.prototype.subarray's steps; a NaN used to reach the
     // native call as a byte offset (ERR_INVALID_HANDLE).
     const index = (value: unknown, name: string): number => {
@@ -252,12 +321,12 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
     };
     const from = index(begin, 'begin');
     const to = Math.max(from, end === undefined ? rows : index(end, 'end'));
-    const rowBytes = rows === 0 ? 0 : this.byteLength / rows;
-    const shape = [to - from, ...this.shape.slice(1)];
-    const byteOffset = this.byteOffset + from * rowBytes;
+    const rowBytes = rows === 0 ? 0 : this.#byteLength / rows;
+    const shape = [to - from, ...this.#shape.slice(1)];
+    const byteOffset = this.#byteOffset + from * rowBytes;
     const byteLength = (to - from) * rowBytes;
     const buffer = native(() =>
-      binding.share(this.#pool.id, this.offset, this.#generation, byteOffset, byteLength, out),
+      binding.share(this.#pool.id, this.#offset, this.#generation, byteOffset, byteLength, out),
     );
     return new TransferableArray<T>(this.#pool, buffer, { ...this.#handleOf(), byteOffset, byteLength, shape });
   }
@@ -265,24 +334,25 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
   /** A new block with a copy of the data. */
   copy(options: Pick<TransferOptions, 'transferRequired'> = {}): TransferableArray<T> {
     this.#live();
-    return makeTransferable(this.array, { ...options, shape: this.shape });
+    return makeTransferable(this.array, { ...options, shape: this.#shape });
   }
 
   /** A private copy on the JS heap (not shared). */
   toArray(): T {
     this.#live();
-    const info = DTYPES[this.dtype];
-    const copy = info.view(new ArrayBuffer(this.byteLength), 0, this.byteLength / info.bytesPerElement);
+    const info = DTYPES[this.#dtype];
+    const copy = info.view(new ArrayBuffer(this.#byteLength), 0, this.#byteLength / info.bytesPerElement);
     new Uint8Array(copy.buffer, copy.byteOffset, copy.byteLength).set(
-      new Uint8Array(this.array.buffer, 0, this.byteLength),
+      new Uint8Array(this.array.buffer, 0, this.#byteLength),
     );
     return copy as T;
   }
 
   /**
-   * The plain handle (what structured clone and JSON carry). Marks the
-   * block's handle as having left the process: it keeps the transferred
-   * rule (in flight after the last release until some process revives it).
+   * The handle in the object form (handle.ts; the array's own clone is the
+   * same handle in the compact form). Marks the block's handle as having
+   * left the process: it keeps the transferred rule (in flight after the
+   * last release until some process revives it).
    */
   toHandle(): TransferableHandle {
     if (!this.#escaped) this.#markEscaped();
@@ -292,21 +362,22 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> implem
   static {
     // The channels encode a message before they know it will be sent: they
     // take the handle without marking, and mark just before it leaves.
-    unmarkedHandle = (t) => ({ __arraypool__: HANDLE_FORMAT, ...t.#handleOf() });
+    unmarkedHandle = (t) => ({ __arraypool__: t.#compactHandle() });
+    handleFieldsOf = (t) => t.#handleOf();
     markSent = (t) => {
       if (!t.#escaped) t.#markEscaped();
     };
     madeView = (t) => t.#array;
   }
 
-  #handleOf(): Omit<TransferableHandle, '__arraypool__'> {
+  #handleOf(): HandleFields {
     return {
-      segment: this.segment,
-      offset: this.offset,
+      segment: this.#segment,
+      offset: this.#offset,
       generation: this.#generation,
-      byteOffset: this.byteOffset,
-      byteLength: this.byteLength,
-      dtype: this.dtype,
+      byteOffset: this.#byteOffset,
+      byteLength: this.#byteLength,
+      dtype: this.#dtype,
       shape: this.shape,
     };
   }
@@ -352,7 +423,7 @@ function allocate(
   size: number,
   transferRequired: boolean,
   source?: PoolTypedArray,
-): { pool: Pool; buffer: ArrayBuffer | undefined; handle: Omit<TransferableHandle, '__arraypool__'> } {
+): { pool: Pool; buffer: ArrayBuffer | undefined; handle: HandleFields } {
   const byteLength = size * DTYPES[dtype].bytesPerElement;
   const pool = getPool();
   // The block's handle is taken not to have left this process until the
@@ -482,8 +553,10 @@ export function attachHandle(value: Record<string, unknown>): TransferableArray 
   // A lazy view (see `unviewed`): a receiver that only forwards or drops the
   // array never pays for its ArrayBuffer.
   native(() => binding.attachUnviewed(pool.id, h.offset, h.generation, h.byteOffset, h.byteLength, out));
-  // The pool's own spelling of its name (a handle may say `/arraypool-...`).
+  // The pool's own spelling of its name (a handle may say `/arraypool-...`);
+  // a compact string that spells it so is the array's handle as it is.
   // Attached: the block is transferred, so its handle needs no mark.
+  if (h.segment === pool.name) return new TransferableArray(pool, undefined, h, true, h.compact);
   return new TransferableArray(pool, undefined, { ...h, segment: pool.name }, true);
 }
 

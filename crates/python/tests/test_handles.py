@@ -74,6 +74,55 @@ def test_forged_and_malformed_handles_are_invalid(live, change):
     assert code_of({**h, **change}) == "ERR_INVALID_HANDLE"
 
 
+def compact(h, **change):
+    """A format-1 handle in the compact form (what Node clones arrays to)."""
+    fields = {**h, **change}
+    shape = fields["shape"]
+    dims = ",".join(map(str, shape)) if isinstance(shape, list) else str(shape)
+    return {
+        "__arraypool__": f"2:{fields['segment']}:{fields['offset']}:{fields['generation']}:"
+        f"{fields['byteOffset']}:{fields['byteLength']}:{fields['dtype']}:{dims}"
+    }
+
+
+def test_the_compact_form_names_the_same_array(live):
+    a = arraypool.revive(compact(live))
+    assert a.tolist() == list(range(16))
+    assert arraypool.parse_handle(compact(live)) == arraypool.parse_handle(live)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"offset": "0" + "64"},
+        {"offset": "-64"},
+        {"offset": "6.4e1"},
+        {"offset": " 64"},
+        {"offset": "\u0664"},  # an Arabic-Indic digit: str.isdigit() would take it
+        {"offset": 2**53},
+        {"generation": ""},
+        {"byteOffset": "0x0"},
+        {"dtype": "FLOAT64"},
+        {"shape": "16,"},
+        {"shape": "016"},
+        {"shape": ",".join(["1"] * 33)},
+        {"segment": "../../etc/passwd"},
+        {"segment": "a:b"},
+    ],
+)
+def test_forged_compact_handles_are_invalid(live, change):
+    forged = compact(live, **change)
+    assert code_of(forged) == "ERR_INVALID_HANDLE", forged
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2", "1:x", "3:a:1:1:0:8:float64:1", "2:" + "x" * 2000, "2:arraypool-x:64:1:0:8:float64:1:extra"],
+)
+def test_malformed_compact_strings_are_invalid(text):
+    assert code_of({"__arraypool__": text}) == "ERR_INVALID_HANDLE"
+
+
 def test_a_handle_of_a_pool_that_does_not_exist(live):
     h = live
     assert code_of({**h, "segment": "arraypool-memfd-" + "0" * 32}) == "ERR_SEGMENT_NOT_FOUND"

@@ -15,7 +15,7 @@ from . import _native
 from ._arrays import PoolArray, empty, handle, make_transferable, object_pool, revive, zeros
 from ._dtypes import NUMPY_OF as DTYPES
 from ._errors import ArrayPoolError
-from ._handle import HANDLE_FIELDS, HANDLE_FORMAT, parse_handle
+from ._handle import COMPACT_HANDLE_FORMAT, HANDLE_FIELDS, HANDLE_FORMAT, parse_handle
 from ._pool import SEGMENT_ENV, SIZE_ENV, Pool, get_pool, start_pool
 
 
@@ -27,6 +27,7 @@ def layout_version() -> int:
 __all__ = [
     "ArrayPoolError",
     "DTYPES",
+    "COMPACT_HANDLE_FORMAT",
     "HANDLE_FIELDS",
     "HANDLE_FORMAT",
     "Pool",

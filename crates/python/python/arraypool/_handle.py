@@ -1,10 +1,15 @@
 """Handles: the JSON-compatible dicts that cross process boundaries in place
 of an array, the same format as Node's (``src/handle.ts``), so a handle made
-in either language revives in the other::
+in either language revives in the other. Two spellings, both accepted::
 
     {"__arraypool__": 1, "segment": "arraypool-memfd-...", "offset": 4096,
      "generation": 7, "byteOffset": 0, "byteLength": 800,
      "dtype": "float64", "shape": [10, 10]}
+
+    {"__arraypool__": "2:arraypool-memfd-...:4096:7:0:800:float64:10,10"}
+
+The first (format 1) is what Python makes; the second (format 2, compact)
+is what a Node TransferableArray is cloned to.
 
 A received handle is untrusted input: every field is checked here before
 anything derived from it reaches the core (which checks it again against
@@ -17,6 +22,12 @@ from ._errors import ArrayPoolError
 
 #: Format version; the marker by which ``revive`` recognises handles.
 HANDLE_FORMAT = 1
+
+#: The compact form's version: the first field of its string.
+COMPACT_HANDLE_FORMAT = 2
+
+#: The longest compact string read (a real one is under 150 characters).
+MAX_COMPACT_LENGTH = 1024
 
 #: The handle's keys, in order (Node's ``HANDLE_FIELDS``).
 HANDLE_FIELDS = (
@@ -110,44 +121,83 @@ def check_shape(shape) -> Tuple[Tuple[int, ...], int]:
     return tuple(dims), 0 if zero else size
 
 
+def _decimal(text: str):
+    """A compact field as an int: plain ASCII digits, no sign, no leading
+    zero, at most 16 of them (Node's ``decimal``); None otherwise."""
+    n = len(text)
+    if n == 0 or n > 16 or (n > 1 and text[0] == "0"):
+        return None
+    if not all("0" <= c <= "9" for c in text):
+        return None
+    return int(text)
+
+
+def _bad(why: str, cause=None):
+    raise ArrayPoolError("ERR_INVALID_HANDLE", f"invalid handle: {why}") from cause
+
+
 def parse_handle(value) -> Handle:
-    """Validates every field of a received handle; ERR_INVALID_HANDLE."""
-
-    def bad(why: str, cause=None):
-        raise ArrayPoolError("ERR_INVALID_HANDLE", f"invalid handle: {why}") from cause
-
+    """Validates every field of a received handle, in either form;
+    ERR_INVALID_HANDLE."""
     if type(value) is not dict:
-        bad(f"expected a dict, got {type(value).__name__}")
+        _bad(f"expected a dict, got {type(value).__name__}")
     get = value.get
     fmt = get("__arraypool__")
-    segment = get("segment")
-    offset = get("offset")
-    generation = get("generation")
-    byte_offset = get("byteOffset")
-    byte_length = get("byteLength")
-    dtype = get("dtype")
-    shape = get("shape")
+    if type(fmt) is str:
+        return _parse_compact(fmt)
     if type(fmt) is not int or fmt != HANDLE_FORMAT:
-        bad(f"unknown format {_show(fmt)}")
+        _bad(f"unknown format {_show(fmt)}")
+    return _check_fields(
+        get("segment"),
+        get("offset"),
+        get("generation"),
+        get("byteOffset"),
+        get("byteLength"),
+        get("dtype"),
+        get("shape"),
+    )
+
+
+def _parse_compact(text: str) -> Handle:
+    if len(text) > MAX_COMPACT_LENGTH:
+        _bad(f"the compact form is longer than {MAX_COMPACT_LENGTH} characters")
+    parts = text.split(":")
+    if parts[0] != str(COMPACT_HANDLE_FORMAT):
+        _bad(f"unknown format {_show(parts[0])}")
+    if len(parts) != 8:
+        _bad(f"the compact form has 8 fields separated by ':', got {len(parts)}")
+    return _check_fields(
+        parts[1],
+        _decimal(parts[2]),
+        _decimal(parts[3]),
+        _decimal(parts[4]),
+        _decimal(parts[5]),
+        parts[6],
+        [_decimal(d) for d in parts[7].split(",")],
+    )
+
+
+def _check_fields(segment, offset, generation, byte_offset, byte_length, dtype, shape) -> Handle:
+    """The checks both forms share, on the values read from the handle."""
     if type(segment) is not str or len(segment) > 200:
-        bad("segment must be a string")
+        _bad("segment must be a string")
     if not _is_index(offset):
-        bad("offset must be a non-negative safe integer")
+        _bad("offset must be a non-negative safe integer")
     if not _is_index(generation):
-        bad("generation must be a non-negative safe integer")
+        _bad("generation must be a non-negative safe integer")
     if not _is_index(byte_offset):
-        bad("byteOffset must be a non-negative safe integer")
+        _bad("byteOffset must be a non-negative safe integer")
     if not _is_index(byte_length):
-        bad("byteLength must be a non-negative safe integer")
+        _bad("byteLength must be a non-negative safe integer")
     if type(dtype) is not str or dtype not in NUMPY_OF:
-        bad(f"unknown dtype {_show(dtype)}")
+        _bad(f"unknown dtype {_show(dtype)}")
     try:
         dims, size = check_shape(shape)
     except ArrayPoolError as error:
-        bad(f"shape: {error}", error)
+        _bad(f"shape: {error}", error)
     itemsize = NUMPY_OF[dtype].itemsize
     if size * itemsize != byte_length:
-        bad("shape does not match byteLength")
+        _bad("shape does not match byteLength")
     if byte_offset % itemsize != 0:
-        bad("byteOffset is not aligned to the dtype")
+        _bad("byteOffset is not aligned to the dtype")
     return Handle(segment, offset, generation, byte_offset, byte_length, dtype, dims)
