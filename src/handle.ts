@@ -191,34 +191,57 @@ export function parseHandle(value: Record<string, unknown>): ParsedHandle {
 const MAX_COMPACT_LENGTH = 1024;
 
 /**
- * A field of the compact form as a number: plain decimal digits, no sign,
- * no leading zero, at most 16 of them; NaN for anything else (which the
- * checks then refuse). Strict, so that one handle has one spelling.
+ * The number spelled by `text[start, end)`, a field of the compact form:
+ * plain decimal digits, no sign, no leading zero, at most 16 of them; NaN
+ * for anything else (which the checks then refuse). Strict, so that one
+ * handle has one spelling. Read in place (no substring per field: this runs
+ * for every array a message carries).
  */
-function decimal(text: string | undefined): number {
-  if (text === undefined) return NaN;
-  const n = text.length;
-  if (n === 0 || n > 16 || (n > 1 && text.charCodeAt(0) === 48)) return NaN;
-  for (let i = 0; i < n; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 48 || c > 57) return NaN;
+function decimalAt(text: string, start: number, end: number): number {
+  const n = end - start;
+  if (n <= 0 || n > 16 || (n > 1 && text.charCodeAt(start) === 48)) return NaN;
+  let value = 0;
+  for (let i = start; i < end; i++) {
+    const digit = text.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return NaN;
+    value = value * 10 + digit; // exact below 2^53; a value above stays above (and is refused)
   }
-  return +text;
+  return value;
 }
+
+/** The compact form's fields end at its first 7 `:`; the shape runs to the end. */
+const COMPACT_SEPARATORS = 7;
 
 function parseCompact(text: string): ParsedHandle {
   if (text.length > MAX_COMPACT_LENGTH) invalidHandle(`the compact form is longer than ${MAX_COMPACT_LENGTH} characters`);
-  const parts = text.split(':');
-  if (parts[0] !== String(COMPACT_HANDLE_FORMAT)) invalidHandle(`unknown format ${show(parts[0])}`);
-  if (parts.length !== 8) invalidHandle(`the compact form has 8 fields separated by ':', got ${parts.length}`);
+  const ends: number[] = [];
+  for (let at = text.indexOf(':'); at !== -1 && ends.length <= COMPACT_SEPARATORS; at = text.indexOf(':', at + 1)) ends.push(at);
+  const formatEnd = ends[0] ?? text.length;
+  if (formatEnd !== 1 || text.charCodeAt(0) !== 48 + COMPACT_HANDLE_FORMAT) {
+    invalidHandle(`unknown format ${show(text.slice(0, Math.min(formatEnd, 20)))}`);
+  }
+  if (ends.length !== COMPACT_SEPARATORS) {
+    invalidHandle(`the compact form has ${COMPACT_SEPARATORS + 1} fields separated by ':'`);
+  }
+  const [, segmentEnd, offsetEnd, generationEnd, byteOffsetEnd, byteLengthEnd, dtypeEnd] = ends as [
+    number, number, number, number, number, number, number,
+  ];
+  const dims: number[] = [];
+  for (let start = dtypeEnd + 1; dims.length <= MAX_DIMS; ) {
+    const comma = text.indexOf(',', start);
+    const end = comma === -1 ? text.length : comma;
+    dims.push(decimalAt(text, start, end));
+    if (comma === -1) break;
+    start = comma + 1;
+  }
   const fields = checkFields(
-    parts[1],
-    decimal(parts[2]),
-    decimal(parts[3]),
-    decimal(parts[4]),
-    decimal(parts[5]),
-    parts[6],
-    (parts[7] as string).split(',').map(decimal),
+    text.slice(formatEnd + 1, segmentEnd),
+    decimalAt(text, segmentEnd + 1, offsetEnd),
+    decimalAt(text, offsetEnd + 1, generationEnd),
+    decimalAt(text, generationEnd + 1, byteOffsetEnd),
+    decimalAt(text, byteOffsetEnd + 1, byteLengthEnd),
+    text.slice(byteLengthEnd + 1, dtypeEnd),
+    dims,
   );
   return { ...fields, compact: text };
 }

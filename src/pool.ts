@@ -321,7 +321,8 @@ function locatorName(locator: string | undefined): string | undefined {
  * unchanged, which validates it (so `//arraypool-x` stays an invalid name).
  */
 function openByName(locator: string, config: binding.PoolConfig): Pool {
-  const known = pools.get(poolKey(locator));
+  // A handle names its pool as `pool.name` spells it, a key as it is.
+  const known = pools.get(locator) ?? pools.get(poolKey(locator));
   if (known && !known.closed) return known;
   const pool = remember(new Pool(native(() => binding.openPool(locator, config))));
   installExitHooks(pool);
