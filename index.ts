@@ -10,7 +10,7 @@ import * as binding from '#binding';
 
 export { ArrayPoolError, type ErrorCode } from './src/errors.js';
 export { type DType, type DTypeArrays, type PoolTypedArray } from './src/dtypes.js';
-export { COMPACT_HANDLE_FORMAT, HANDLE_FIELDS, HANDLE_FORMAT, readHandle, type CompactHandle, type TransferableHandle } from './src/handle.js';
+export { COMPACT_HANDLE_FORMAT, HANDLE_FIELDS, HANDLE_FORMAT, type CompactHandle, type TransferableHandle } from './src/handle.js';
 export {
   Pool,
   getPool,
@@ -31,6 +31,7 @@ export {
   TransferableArray,
   empty,
   makeTransferable,
+  readHandle,
   revive,
   toTransferable,
   zeros,

@@ -12,6 +12,7 @@ import {
   TransferableArray,
   empty,
   makeTransferable,
+  readHandle,
   revive,
   startPool,
   toTransferable,
@@ -329,6 +330,42 @@ test.serial('a polluted Object.prototype cannot complete a handle', (t) => {
   } finally {
     delete Object.prototype.segment;
   }
+  a.release();
+});
+
+test.serial('a setter or a read-only __arraypool__ on Object.prototype cannot take or stop a revived array\u2019s handle', (t) => {
+  const a = makeTransferable(new Uint8Array([5, 6]));
+  const sent = structuredClone(a);
+  const stolen = [];
+  for (const planted of [
+    { set: (v) => stolen.push(v), configurable: true },
+    { value: 'planted', writable: false, configurable: true },
+  ]) {
+    Object.defineProperty(Object.prototype, '__arraypool__', planted); // eslint-disable-line no-extend-native
+    try {
+      const r = revive(structuredClone(sent));
+      t.deepEqual(Object.keys(r), ['__arraypool__'], 'an own property all the same');
+      t.deepEqual(structuredClone(r), sent, 'its clone still carries the handle');
+      t.is(r.array[1], 6);
+      r.release();
+    } finally {
+      delete Object.prototype.__arraypool__;
+    }
+  }
+  t.deepEqual(stolen, [], 'the setter never ran');
+  revive(sent).release();
+  a.release();
+});
+
+test('a handle\u2019s segment is printable ASCII in both forms', (t) => {
+  const a = makeTransferable(new Uint8Array(4), { transferRequired: false });
+  const compact = JSON.parse(JSON.stringify(a)).__arraypool__;
+  const segment = a.segment;
+  for (const bad of [`${segment}\u00e9`, `${'\u{1F600}'.repeat(101)}`, `${segment}\n`]) {
+    t.throws(() => readHandle({ ...a.toHandle(), segment: bad }), { code: 'ERR_INVALID_HANDLE' }, 'object form');
+    t.throws(() => readHandle({ __arraypool__: compact.replace(segment, bad) }), { code: 'ERR_INVALID_HANDLE' }, 'compact form');
+  }
+  t.deepEqual(readHandle(a), a.toHandle(), 'a live array gives its own handle');
   a.release();
 });
 

@@ -100,6 +100,8 @@ test.serial("the library's own accesses do not mark the block; reading the handl
   t.is(revive({ nested: [a, new Map([[1, s]])] }).nested[0], a, 'revive leaves a live array alone');
   a.copy().release();
   toTransferable(s.array).release();
+  readHandle(a);
+  readHandle(s);
   t.true(unsent(a), 'nothing above marks');
   t.is(a.generation > 0, true);
   t.true(escaped(a), 'reading generation marks the block');

@@ -221,13 +221,14 @@ function parseCompact(text: string): ParsedHandle {
     invalidHandle(`unknown format ${show(text.slice(0, Math.min(formatEnd, 20)))}`);
   }
   if (ends.length !== COMPACT_SEPARATORS) {
-    invalidHandle(`the compact form has ${COMPACT_SEPARATORS + 1} fields separated by ':'`);
+    invalidHandle(`the compact form has ${COMPACT_SEPARATORS + 1} fields separated by ':', got ${text.split(':').length}`);
   }
   const [, segmentEnd, offsetEnd, generationEnd, byteOffsetEnd, byteLengthEnd, dtypeEnd] = ends as [
     number, number, number, number, number, number, number,
   ];
   const dims: number[] = [];
-  for (let start = dtypeEnd + 1; dims.length <= MAX_DIMS; ) {
+  // At most ~512 entries (the length is bounded): checkShape refuses more than MAX_DIMS, with their count.
+  for (let start = dtypeEnd + 1; ; ) {
     const comma = text.indexOf(',', start);
     const end = comma === -1 ? text.length : comma;
     dims.push(decimalAt(text, start, end));
@@ -246,6 +247,9 @@ function parseCompact(text: string): ParsedHandle {
   return { ...fields, compact: text };
 }
 
+/** A segment as a handle may spell it (a pool's name is stricter: the core checks it). */
+const PRINTABLE_ASCII = /^[\x20-\x7e]{0,200}$/;
+
 /** The checks both forms share, on the values read from the handle. */
 function checkFields(
   segment: unknown,
@@ -257,7 +261,7 @@ function checkFields(
   shape: unknown,
 ): HandleFields {
   const bad = invalidHandle;
-  if (typeof segment !== 'string' || segment.length > 200) bad('segment must be a string');
+  if (typeof segment !== 'string' || !PRINTABLE_ASCII.test(segment)) bad('segment must be a string of at most 200 printable ASCII characters');
   if (!isIndex(offset)) bad('offset must be a non-negative safe integer');
   if (!isIndex(generation)) bad('generation must be a non-negative safe integer');
   if (!isIndex(byteOffset)) bad('byteOffset must be a non-negative safe integer');
@@ -284,14 +288,3 @@ function checkFields(
   };
 }
 
-/**
- * A received handle, in either form, as the object form: checked (as
- * `revive` checks it) but not attached, to look at its fields (e.g. to find
- * its block in `pool.blocks()`). ERR_INVALID_HANDLE if it is not a handle
- * or is malformed. For a live TransferableArray, use `toHandle()`.
- */
-export function readHandle(value: unknown): TransferableHandle {
-  if (!looksLikeHandle(value)) invalidHandle(`expected a handle, got ${show(value)}`);
-  const { compact: _compact, ...fields } = parseHandle(value as Record<string, unknown>);
-  return { __arraypool__: HANDLE_FORMAT, ...fields };
-}

@@ -150,15 +150,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
     this.#dtype = handle.dtype;
     this.#shape = handle.shape as number[];
     this.#escaped = escaped;
-    if (escaped) {
-      // Nothing to mark (see the module doc): a data property, so that
-      // reviving costs no defineProperty (a runtime call) and serializing
-      // the array calls no getter.
-      this.#compact = compact;
-      this.__arraypool__ = this.#compactHandle();
-    } else {
-      Object.defineProperty(this, '__arraypool__', TransferableArray.#handleProperty);
-    }
+    this.#compact = compact;
     this.#pool = pool;
     this.#buffer = buffer;
     this.#viewId = out[0] as number;
@@ -172,6 +164,17 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
     } else {
       const info = DTYPES[handle.dtype];
       this.#array = info.view(buffer, 0, handle.byteLength / info.bytesPerElement) as T;
+    }
+    // After the reference has its owner (above), so that nothing here can leak it.
+    if (escaped) {
+      // Nothing to mark (see the module doc): a data property, so that
+      // reviving costs no defineProperty (a runtime call) and serializing
+      // the array calls no getter. The prototype's own `__arraypool__` (see
+      // the static block) makes this an own property whatever
+      // Object.prototype holds.
+      this.__arraypool__ = this.#compactHandle();
+    } else {
+      Object.defineProperty(this, '__arraypool__', TransferableArray.#handleProperty);
     }
     adoptIntoScope(this);
   }
@@ -272,7 +275,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
 
   /** Shows the handle fields without reading the getter (so without marking the block). */
   [inspect.custom](depth: number, options: object, show: typeof inspect): string {
-    const fields = { __arraypool__: HANDLE_FORMAT, ...this.#handleOf(), released: this.#released };
+    const fields = { ...this.#handleOf(), released: this.#released };
     return `TransferableArray ${depth < 0 ? '{...}' : show(fields, { ...options, depth: depth - 1 } as never)}`;
   }
 
@@ -360,6 +363,15 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
   }
 
   static {
+    // A writable data property here makes `this.__arraypool__ = ...` create
+    // an own property on the instance: a setter or a read-only
+    // `__arraypool__` planted on Object.prototype is never reached.
+    Object.defineProperty(TransferableArray.prototype, '__arraypool__', {
+      value: undefined,
+      writable: true,
+      enumerable: false,
+      configurable: false,
+    });
     // The channels encode a message before they know it will be sent: they
     // take the handle without marking, and mark just before it leaves.
     unmarkedHandle = (t) => ({ __arraypool__: t.#compactHandle() });
@@ -534,6 +546,22 @@ export function toTransferable<T extends PoolTypedArray>(view: T): TransferableA
     dtype,
     shape: [length],
   });
+}
+
+/**
+ * A handle, in either form, as the object form, checked as `revive` checks
+ * its fields but not attached: to look at them (e.g. to find the block in
+ * `pool.blocks()`). Whether its segment names a pool is known only when it
+ * is attached. A live TransferableArray gives its own handle (marking
+ * nothing: reading is not sending). ERR_INVALID_HANDLE for anything else.
+ */
+export function readHandle(value: unknown): TransferableHandle {
+  if (value instanceof TransferableArray) return { __arraypool__: HANDLE_FORMAT, ...handleFieldsOf(value) };
+  if (!looksLikeHandle(value)) {
+    throw new ArrayPoolError('ERR_INVALID_HANDLE', `invalid handle: expected a handle, got ${show(value)}`);
+  }
+  const { compact: _compact, ...fields } = parseHandle(value);
+  return { __arraypool__: HANDLE_FORMAT, ...fields };
 }
 
 /** Turns one received handle into a live TransferableArray (marks the block transferred). */

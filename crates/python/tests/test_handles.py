@@ -108,6 +108,8 @@ def test_the_compact_form_names_the_same_array(live):
         {"shape": ",".join(["1"] * 33)},
         {"segment": "../../etc/passwd"},
         {"segment": "a:b"},
+        {"segment": "arraypool-\u00e9"},
+        {"segment": "\U0001F600" * 101},
     ],
 )
 def test_forged_compact_handles_are_invalid(live, change):

@@ -8,8 +8,9 @@ in either language revives in the other. Two spellings, both accepted::
 
     {"__arraypool__": "2:arraypool-memfd-...:4096:7:0:800:float64:10,10"}
 
-The first (format 1) is what Python makes; the second (format 2, compact)
-is what a Node TransferableArray is cloned to.
+The first (format 1) is what Python makes, as Node's ``toHandle()`` does;
+the second (format 2, compact) is what a Node TransferableArray is cloned
+to (structured clone, JSON).
 
 A received handle is untrusted input: every field is checked here before
 anything derived from it reaches the core (which checks it again against
@@ -123,7 +124,7 @@ def check_shape(shape) -> Tuple[Tuple[int, ...], int]:
 
 def _decimal(text: str):
     """A compact field as an int: plain ASCII digits, no sign, no leading
-    zero, at most 16 of them (Node's ``decimal``); None otherwise."""
+    zero, at most 16 of them (Node's ``decimalAt``); None otherwise."""
     n = len(text)
     if n == 0 or n > 16 or (n > 1 and text[0] == "0"):
         return None
@@ -179,8 +180,9 @@ def _parse_compact(text: str) -> Handle:
 
 def _check_fields(segment, offset, generation, byte_offset, byte_length, dtype, shape) -> Handle:
     """The checks both forms share, on the values read from the handle."""
-    if type(segment) is not str or len(segment) > 200:
-        _bad("segment must be a string")
+    # Printable ASCII only, as Node checks it (lengths then count the same).
+    if type(segment) is not str or len(segment) > 200 or not all(" " <= c <= "~" for c in segment):
+        _bad("segment must be a string of at most 200 printable ASCII characters")
     if not _is_index(offset):
         _bad("offset must be a non-negative safe integer")
     if not _is_index(generation):
