@@ -38,7 +38,7 @@ const CONFIG = {
     headline: { length: 2e7, rounds: 7, warmup: 2 },
     'copy-in': { length: 2e7, rounds: 9, warmup: 2 },
     small: { sizes: [64, 1024, 65536], rounds: 7, warmup: 2, ops: 20_000, shmOps: 200 },
-    'handle-latency': { roundTrips: 300, rounds: 41, warmup: 3 },
+    'handle-latency': { roundTrips: 600, rounds: 21, warmup: 2 },
     memory: { length: 2e7 },
     contention: { bytes: 1024, durationMs: 1000, rounds: 5, warmup: 1 },
     'channel-throughput': { frames: 200, window: 8, rounds: 21, warmup: 3 },
