@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::allocator::{BlockAllocator, Heap};
 use crate::check::CheckReport;
 use crate::error::{PoolError, Result};
-use crate::handle::Handle;
+use crate::handle::{BlockRange, Handle};
 use crate::layout::*;
 use crate::local::{LocalRef, LocalState};
 use crate::lock::{self, Wait};
@@ -412,6 +412,20 @@ impl Pool {
         self.entered();
         let mut state = self.lock_state();
         state.ensure_open(self.name())?;
+        self.check_segment(handle)?;
+        self.attach_with(&mut state, &handle.range())
+    }
+
+    /// `attach` of a handle whose segment the caller already matched to
+    /// this pool.
+    pub fn attach_range(&self, range: &BlockRange) -> Result<BlockRef> {
+        self.entered();
+        let mut state = self.lock_state();
+        state.ensure_open(self.name())?;
+        self.attach_with(&mut state, range)
+    }
+
+    fn check_segment(&self, handle: &Handle) -> Result<()> {
         if segment::validate_name(&handle.segment).ok() != Some(self.name()) {
             return Err(PoolError::invalid_handle(format!(
                 "the handle belongs to segment {:?}, not {:?}",
@@ -419,6 +433,10 @@ impl Pool {
                 self.name()
             )));
         }
+        Ok(())
+    }
+
+    fn attach_with(&self, state: &mut LocalState, handle: &BlockRange) -> Result<BlockRef> {
         let next_generation = self.view.header().next_generation.load(Relaxed);
         handle.check_shape(&Heap::new(&self.view, &self.geometry), next_generation)?;
         if let Some(held) = state.held(handle.offset, handle.generation) {
@@ -457,7 +475,14 @@ impl Pool {
     /// Another reference to (a range of) a block this process already holds:
     /// a second view or a slice. Unlike `attach`, it does not mark the block
     /// transferred (a slice is not a hand-over) and touches no shared state.
+    /// The handle's segment is not looked at (a block this process holds
+    /// names its pool).
     pub fn share(&self, handle: &Handle) -> Result<BlockRef> {
+        self.share_range(&handle.range())
+    }
+
+    /// `share` without the segment name.
+    pub fn share_range(&self, handle: &BlockRange) -> Result<BlockRef> {
         self.entered();
         let mut state = self.lock_state();
         state.ensure_open(self.name())?;

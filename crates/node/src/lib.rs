@@ -23,6 +23,7 @@ compile_error!(
 pub mod blocks;
 mod errors;
 mod exit;
+mod fast;
 pub mod flight;
 mod registry;
 pub mod segments;
@@ -32,7 +33,7 @@ mod views;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arraypool_core::{Backing, Handle, Pool, PoolOptions};
+use arraypool_core::{Backing, BlockRange, Pool, PoolOptions};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -40,6 +41,13 @@ use errors::{coded, from_pool, guard, to_u64, Code, JsError};
 use registry::{registry, OpenPool};
 
 type JsResult<T> = std::result::Result<T, JsError>;
+
+/// Module init, after napi-rs set the `#[napi]` exports: the hot ones are
+/// replaced with plain callbacks (see `fast.rs`).
+#[napi(module_exports)]
+pub fn install_fast_exports(exports: Object, env: Env) -> Result<()> {
+    fast::install(env.raw(), exports.raw())
+}
 
 /// Shared-memory layout version compiled into this addon.
 #[napi(catch_unwind)]
@@ -243,33 +251,51 @@ pub fn allocate_copy(
     out: Unknown,
 ) -> Result<(), Code> {
     guard(|| {
-        let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
-        let Some((from, source_len)) = views::typed_array_bytes(env.raw(), source.raw()) else {
-            return Err(coded("ERR_INVALID_ARG", "source must be a typed array"));
-        };
-        if source_len != len {
-            return Err(coded(
-                "ERR_INVALID_ARG",
-                format!("source holds {source_len} bytes, not {len}"),
-            ));
-        }
-        views::check_view_size(len)?;
-        let pool = pool(pool_id)?;
-        let block = pool
-            .allocate_local(len, transfer_required)
-            .map_err(from_pool)?;
-        let to = pool.data_ptr(&block);
-        if !to.is_null() && len > 0 {
-            // SAFETY: `from` is the source's `len` bytes, alive for this call
-            // (napi's typed array info); `to` is the new block's data, `len`
-            // bytes inside the mapping (`data_ptr` checked it), held by this
-            // process. `copy` allows overlap (the source may view the pool,
-            // though never this fresh block).
-            unsafe { std::ptr::copy(from, to, len as usize) };
-        }
-        // A null `to` is refused by `register_view`, which releases the block.
-        views::register_view(env, pool_id, pool, block, 0, len, out).map(|_| ())
+        allocate_copy_inner(
+            env.raw(),
+            pool_id,
+            source.raw(),
+            byte_length,
+            transfer_required,
+            out.raw(),
+        )
     })
+}
+
+fn allocate_copy_inner(
+    env: napi::sys::napi_env,
+    pool_id: u32,
+    source: napi::sys::napi_value,
+    byte_length: f64,
+    transfer_required: bool,
+    out: napi::sys::napi_value,
+) -> JsResult<()> {
+    let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
+    let Some((from, source_len)) = views::typed_array_bytes(env, source) else {
+        return Err(coded("ERR_INVALID_ARG", "source must be a typed array"));
+    };
+    if source_len != len {
+        return Err(coded(
+            "ERR_INVALID_ARG",
+            format!("source holds {source_len} bytes, not {len}"),
+        ));
+    }
+    views::check_view_size(len)?;
+    let pool = pool(pool_id)?;
+    let block = pool
+        .allocate_local(len, transfer_required)
+        .map_err(from_pool)?;
+    let to = pool.data_ptr(&block);
+    if !to.is_null() && len > 0 {
+        // SAFETY: `from` is the source's `len` bytes, alive for this call
+        // (napi's typed array info); `to` is the new block's data, `len`
+        // bytes inside the mapping (`data_ptr` checked it), held by this
+        // process. `copy` allows overlap (the source may view the pool,
+        // though never this fresh block).
+        unsafe { std::ptr::copy(from, to, len as usize) };
+    }
+    // A null `to` is refused by `register_view`, which releases the block.
+    views::register_view(env, pool_id, pool, block, 0, len, out).map(|_| ())
 }
 
 /// `attach` without the view: the reference is registered (`viewOf` makes
@@ -286,13 +312,26 @@ pub fn attach_unviewed(
     out: Unknown,
 ) -> Result<(), Code> {
     guard(|| {
-        let pool = pool(pool_id)?;
-        let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
-        views::check_view_size(h.byte_length)?;
-        let block = pool.attach(&h).map_err(from_pool)?;
-        views::register_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
-            .map(|_| ())
+        attach_unviewed_inner(
+            env.raw(),
+            pool_id,
+            [offset, generation, byte_offset, byte_length],
+            out.raw(),
+        )
     })
+}
+
+fn attach_unviewed_inner(
+    env: napi::sys::napi_env,
+    pool_id: u32,
+    handle_fields: [f64; 4],
+    out: napi::sys::napi_value,
+) -> JsResult<()> {
+    let pool = pool(pool_id)?;
+    let h = handle(handle_fields)?;
+    views::check_view_size(h.byte_length)?;
+    let block = pool.attach_range(&h).map_err(from_pool)?;
+    views::register_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out).map(|_| ())
 }
 
 /// The external ArrayBuffer of a view registered without one
@@ -306,16 +345,14 @@ pub fn view_of(env: &Env, view_id: f64) -> Result<ArrayBuffer<'_>, Code> {
     })
 }
 
-fn handle(
-    pool: &Pool,
-    offset: f64,
-    generation: f64,
-    byte_offset: f64,
-    byte_length: f64,
-) -> JsResult<Handle> {
+fn view_of_inner(env: napi::sys::napi_env, view_id: f64) -> JsResult<napi::sys::napi_value> {
+    views::wrap_view_raw(env, to_u64(view_id, "view id", "ERR_INVALID_ARG")?)
+}
+
+/// The handle's fields (its segment is the pool's: JS found the pool by it).
+fn handle([offset, generation, byte_offset, byte_length]: [f64; 4]) -> JsResult<BlockRange> {
     const CODE: &str = "ERR_INVALID_HANDLE";
-    Ok(Handle {
-        segment: pool.name().to_string(),
+    Ok(BlockRange {
         offset: to_u64(offset, "handle offset", CODE)?,
         generation: to_u64(generation, "handle generation", CODE)?,
         byte_offset: to_u64(byte_offset, "handle byteOffset", CODE)?,
@@ -330,11 +367,10 @@ fn view_of_handle<'env>(
     pool_id: u32,
     handle_fields: [f64; 4],
     out: Unknown,
-    take: fn(&Pool, &Handle) -> arraypool_core::Result<arraypool_core::BlockRef>,
+    take: fn(&Pool, &BlockRange) -> arraypool_core::Result<arraypool_core::BlockRef>,
 ) -> Result<ArrayBuffer<'env>, Code> {
     let pool = pool(pool_id)?;
-    let [offset, generation, byte_offset, byte_length] = handle_fields;
-    let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
+    let h = handle(handle_fields)?;
     views::check_view_size(h.byte_length)?;
     let block = take(&pool, &h).map_err(from_pool)?;
     views::external_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
@@ -358,7 +394,7 @@ pub fn attach<'env>(
             pool_id,
             [offset, generation, byte_offset, byte_length],
             out,
-            Pool::attach,
+            Pool::attach_range,
         )
     })
 }
@@ -381,7 +417,7 @@ pub fn share<'env>(
             pool_id,
             [offset, generation, byte_offset, byte_length],
             out,
-            Pool::share,
+            Pool::share_range,
         )
     })
 }
@@ -412,15 +448,21 @@ pub fn locate_view(env: &Env, view: Unknown, out: Unknown) -> Result<bool, Code>
 /// array over it becomes length 0). Returns false if it was already released.
 #[napi(catch_unwind)]
 pub fn release(env: &Env, view_id: f64, buffer: Unknown) -> Result<bool, Code> {
-    guard(|| {
-        let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
-        let released = views::release_view(id);
-        // One napi call, which refuses anything that is not a detachable
-        // ArrayBuffer (undefined, a plain buffer): nothing to do then.
-        // SAFETY: env and buffer come from napi for the current call.
-        let _ = unsafe { napi::sys::napi_detach_arraybuffer(env.raw(), buffer.raw()) };
-        Ok(released)
-    })
+    guard(|| release_inner(env.raw(), view_id, buffer.raw()))
+}
+
+fn release_inner(
+    env: napi::sys::napi_env,
+    view_id: f64,
+    buffer: napi::sys::napi_value,
+) -> JsResult<bool> {
+    let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
+    let released = views::release_view(id);
+    // One napi call, which refuses anything that is not a detachable
+    // ArrayBuffer (undefined, a plain buffer): nothing to do then.
+    // SAFETY: env and buffer come from napi for the current call.
+    let _ = unsafe { napi::sys::napi_detach_arraybuffer(env, buffer) };
+    Ok(released)
 }
 
 #[napi(object)]

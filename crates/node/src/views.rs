@@ -98,13 +98,13 @@ unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint
 /// `wrap_view`, now or later), and writes `[viewId, offset, generation]`
 /// into `out`. On failure the reference is released again.
 pub fn register_view(
-    env: &Env,
+    env: sys::napi_env,
     pool_id: u32,
     pool: Arc<Pool>,
     block: BlockRef,
     byte_offset: u64,
     byte_length: u64,
-    out: Unknown,
+    out: sys::napi_value,
 ) -> std::result::Result<u64, JsError> {
     let data = pool.data_ptr(&block);
     let in_block = byte_offset
@@ -122,7 +122,7 @@ pub fn register_view(
             ),
         ));
     }
-    let Some(slots) = float64_slots(env.raw(), out.raw(), 3) else {
+    let Some(slots) = float64_slots(env, out, 3) else {
         let _ = pool.release(block.offset, block.generation);
         return Err(coded(
             "ERR_INVALID_ARG",
@@ -155,6 +155,13 @@ pub fn register_view(
 /// then on its finalizer owns the view's reference. On failure the
 /// reference stays registered (its owner releases it).
 pub fn wrap_view<'env>(env: &'env Env, id: u64) -> Result<ArrayBuffer<'env>, Code> {
+    let value = wrap_view_raw(env.raw(), id)?;
+    // SAFETY: `value` is the ArrayBuffer napi just created in this env.
+    unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }.map_err(from_napi)
+}
+
+/// `wrap_view`, as the raw napi value.
+pub fn wrap_view_raw(env: sys::napi_env, id: u64) -> std::result::Result<sys::napi_value, JsError> {
     let (ptr, len) = {
         let mut r = registry();
         let Some(view) = r.views.get_mut(&id).filter(|v| !v.wrapped) else {
@@ -178,7 +185,7 @@ pub fn wrap_view<'env>(env: &'env Env, id: u64) -> Result<ArrayBuffer<'env>, Cod
     // only receives the view id.
     let status = unsafe {
         sys::napi_create_external_arraybuffer(
-            env.raw(),
+            env,
             ptr as *mut c_void,
             len,
             Some(finalize_view),
@@ -203,8 +210,7 @@ pub fn wrap_view<'env>(env: &'env Env, id: u64) -> Result<ArrayBuffer<'env>, Cod
         };
         return unwrap(error);
     }
-    // SAFETY: `value` is the ArrayBuffer napi just created in this env.
-    unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }.map_err(from_napi)
+    Ok(value)
 }
 
 /// `register_view` and `wrap_view` at once: on failure the reference is
@@ -218,7 +224,15 @@ pub fn external_view<'env>(
     byte_length: u64,
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
-    let id = register_view(env, pool_id, pool, block, byte_offset, byte_length, out)?;
+    let id = register_view(
+        env.raw(),
+        pool_id,
+        pool,
+        block,
+        byte_offset,
+        byte_length,
+        out.raw(),
+    )?;
     wrap_view(env, id).inspect_err(|_| {
         release_view(id);
     })
