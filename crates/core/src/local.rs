@@ -41,17 +41,25 @@ pub(crate) struct LocalRef {
     /// `allocate_local` and never marked since: their last release may then
     /// free them even if they were allocated `transfer_required`.
     pub escaped: bool,
+    /// The block's whole size (header included) as this process got it:
+    /// from the allocator, its cache, or a size confirmed by the block's
+    /// neighbour when attaching. Nobody changes the size of a block held
+    /// (only free blocks are split and merged), so while the segment's word
+    /// still says this, the release need not confirm it again through the
+    /// neighbour and the bitmap (two more cache lines, see `drop_step`).
+    pub block_size: u64,
 }
 
 impl LocalRef {
-    /// This process's first reference to a block it just allocated or took
-    /// from its cache.
-    pub fn new(generation: u64, data_len: u64, escaped: bool) -> LocalRef {
+    /// This process's first reference to a block of `block_size` bytes it
+    /// just allocated or took from its cache.
+    pub fn new(generation: u64, data_len: u64, escaped: bool, block_size: u64) -> LocalRef {
         LocalRef {
             generation,
             data_len,
             count: 1,
             escaped,
+            block_size,
         }
     }
 }

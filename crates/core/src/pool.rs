@@ -8,6 +8,7 @@
 //! (`reap.rs`), reservation and punching (`reserve.rs`), the local
 //! references (`local.rs`).
 
+use std::collections::hash_map::Entry;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Mutex, MutexGuard};
@@ -22,7 +23,7 @@ use crate::local::{LocalRef, LocalState};
 use crate::lock::{self, Wait};
 use crate::memfd;
 use crate::refs;
-use crate::release::QueuedRelease;
+use crate::release::{LastRef, QueuedRelease};
 use crate::segment::{self, Backing, Segment};
 use crate::view::SegmentView;
 
@@ -325,9 +326,10 @@ impl Pool {
                 // Another process reclaimed it (a full pool): allocate as usual.
                 Ok(None) => {}
                 Ok(Some(block)) => {
-                    state
-                        .refs
-                        .insert(block.offset, LocalRef::new(block.generation, len, escaped));
+                    state.refs.insert(
+                        block.offset,
+                        LocalRef::new(block.generation, len, escaped, cached.size),
+                    );
                     return Ok(block);
                 }
                 Err(e) => {
@@ -393,16 +395,19 @@ impl Pool {
             v.add(&h.used_bytes, used)?;
             v.add(&h.live_blocks, 1)?;
             v.add(&h.processes[self.slot as usize].held_blocks, 1)?;
-            Ok(BlockRef {
+            let block = BlockRef {
                 offset,
                 generation,
                 data_offset: offset + BLOCK_HEADER_SIZE,
                 data_len: len,
-            })
+            };
+            Ok((block, used))
         })?;
-        state
-            .refs
-            .insert(block.offset, LocalRef::new(block.generation, len, escaped));
+        let (block, block_size) = block;
+        state.refs.insert(
+            block.offset,
+            LocalRef::new(block.generation, len, escaped, block_size),
+        );
         Ok(block)
     }
 
@@ -453,21 +458,18 @@ impl Pool {
             held.count += 1;
             return Ok(block_ref(handle.offset, handle.generation, held.data_len));
         }
-        let data_len = self.critical_section(self.wait(), |heap| {
+        let (data_len, block_size) = self.critical_section(self.wait(), |heap| {
             let data_len = handle.check_live(heap)?;
+            // Confirmed by its neighbour in `check_live`.
+            let block_size = heap.size_of(handle.offset)?;
             refs::add_holder(heap, handle.offset, self.slot, true)?;
-            Ok(data_len)
+            Ok((data_len, block_size))
         })?;
+        // Attached from a handle: transferred, so the rule frees it at the
+        // last reference anyway (escaped).
         state.refs.insert(
             handle.offset,
-            LocalRef {
-                generation: handle.generation,
-                data_len,
-                count: 1,
-                // Attached from a handle: transferred, so the rule frees it
-                // at the last reference anyway.
-                escaped: true,
-            },
+            LocalRef::new(handle.generation, data_len, true, block_size),
         );
         Ok(block_ref(handle.offset, handle.generation, data_len))
     }
@@ -560,19 +562,24 @@ impl Pool {
             self.deferred_count.store(deferred.len(), Relaxed);
             return Ok(());
         };
-        let unsent = match state.held(offset, generation) {
-            Some(held) if held.count > 1 => {
-                held.count -= 1;
-                return Ok(());
+        // One probe of the map for the lookup and the removal.
+        let last = match state.refs.entry(offset) {
+            Entry::Occupied(mut held) if held.get().generation == generation => {
+                if held.get().count > 1 {
+                    held.get_mut().count -= 1;
+                    return Ok(());
+                }
+                let held = held.remove();
+                LastRef {
+                    offset,
+                    generation,
+                    unsent: !held.escaped,
+                    block_size: Some(held.block_size),
+                }
             }
-            Some(held) => {
-                let unsent = !held.escaped;
-                state.refs.remove(&offset);
-                unsent
-            }
-            None => return Err(PoolError::NotHeld { offset }),
+            _ => return Err(PoolError::NotHeld { offset }),
         };
-        self.drop_reference(offset, generation, unsent, &mut state.cache)
+        self.drop_reference(last, &mut state.cache)
     }
 
     /// References this process holds (views counted one by one).
@@ -674,9 +681,13 @@ impl Pool {
             self.drain_cache_locked(heap, cache);
             let mut failed = self.release_failures.load(Relaxed);
             for &(offset, generation, unsent) in &held {
-                let dropped = self
-                    .drop_step(heap, offset, generation, false, unsent, None)
-                    .map(|_| ());
+                let last = LastRef {
+                    offset,
+                    generation,
+                    unsent,
+                    block_size: None,
+                };
+                let dropped = self.drop_step(heap, &last, false, None).map(|_| ());
                 if self.committed(dropped).is_err() {
                     failed += 1;
                 }
