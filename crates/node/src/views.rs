@@ -52,11 +52,24 @@ pub fn check_view_size(len: u64) -> std::result::Result<(), JsError> {
 pub fn release_view(id: u64) -> bool {
     #[cfg(feature = "testing")]
     testing::panic_point();
-    let view = registry().remove_view(id);
+    // Whether the pool is closing is read under the same lock (one lock,
+    // not two, per release): a `close()` that comes later finishes itself
+    // once it finds no view left (`close_pool_inner`).
+    let (view, closing) = {
+        let mut r = registry();
+        let view = r.remove_view(id);
+        let closing = view
+            .as_ref()
+            .and_then(|v| r.pools.get(v.pool_id as usize))
+            .is_some_and(|p| p.closing);
+        (view, closing)
+    };
     match view {
         Some(v) => {
             let _ = v.pool.release(v.offset, v.generation);
-            close_if_unused(v.pool_id);
+            if closing {
+                close_if_unused(v.pool_id);
+            }
             true
         }
         None => false,
@@ -245,17 +258,13 @@ fn typed_array_info(
     env: sys::napi_env,
     value: sys::napi_value,
 ) -> Option<(i32, usize, *mut c_void, usize)> {
-    let mut is_typed_array = false;
-    // SAFETY: env and value come from napi for the current call.
-    if unsafe { sys::napi_is_typedarray(env, value, &mut is_typed_array) } != sys::Status::napi_ok
-        || !is_typed_array
-    {
-        return None;
-    }
     let (mut kind, mut length, mut data, mut byte_offset) =
         (0, 0usize, std::ptr::null_mut(), 0usize);
-    // SAFETY: value is a typed array (checked above); the out pointers are
-    // valid locals, and napi accepts null for the buffer we do not need.
+    // One napi call, no `napi_is_typedarray` before it: this one checks
+    // that the value is a typed array itself (`napi_invalid_arg` if not).
+    // SAFETY: env and value come from napi for the current call; the out
+    // pointers are valid locals, and napi accepts null for the buffer we
+    // do not need.
     let status = unsafe {
         sys::napi_get_typedarray_info(
             env,
