@@ -1,5 +1,7 @@
-//! Plain Node-API callbacks for the exports on the JS hot paths
-//! (`attachUnviewed`, `allocateCopy`, `viewOf`, `release`).
+//! Plain Node-API callbacks for the exports on the JS hot paths: making
+//! and releasing arrays and views (`allocate`, `allocateCopy`, `attach`,
+//! `attachUnviewed`, `share`, `viewOf`, `release`), and what a send or a
+//! `TransferableArray.from` asks per array (`markEscaped`, `locateView`).
 //!
 //! Why: napi-rs 3 wraps every generated callback that takes arguments in
 //! its native-borrow machinery (an `Arc<Mutex<..>>` allocated per call, a
@@ -10,8 +12,8 @@
 //! place), so they need none of it.
 //!
 //! The `#[napi]` functions in lib.rs stay: they give `binding.d.ts` and
-//! `binding.cjs` their entries, and module init (`install`) replaces the
-//! four exports with the callbacks here. Both run the same bodies, under
+//! `binding.cjs` their entries, and module init (`install`) replaces
+//! those exports with the callbacks here. Both run the same bodies, under
 //! the same `guard`, and throw the same errors (napi-rs's `JsError`
 //! conversion); an argument of the wrong type throws napi-rs's codes
 //! (`NumberExpected`, `BooleanExpected`) as before.
@@ -28,11 +30,16 @@ type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> 
 
 /// Replaces the hot exports on `exports` with the plain callbacks.
 pub fn install(env: sys::napi_env, exports: sys::napi_value) -> Result<()> {
-    let exports_list: [(&CStr, Callback); 4] = [
-        (c"attachUnviewed", attach_unviewed),
+    let exports_list: [(&CStr, Callback); 9] = [
+        (c"allocate", allocate),
         (c"allocateCopy", allocate_copy),
+        (c"attach", attach),
+        (c"attachUnviewed", attach_unviewed),
+        (c"share", share),
         (c"viewOf", view_of),
         (c"release", release),
+        (c"markEscaped", mark_escaped),
+        (c"locateView", locate_view),
     ];
     for (name, callback) in exports_list {
         let mut function = ptr::null_mut();
@@ -145,13 +152,9 @@ unsafe extern "C" fn attach_unviewed(
     // SAFETY: napi's callback arguments.
     unsafe {
         call::<6>(env, info, |a| {
-            let fields = [
-                number(env, a[1])?,
-                number(env, a[2])?,
-                number(env, a[3])?,
-                number(env, a[4])?,
-            ];
-            crate::attach_unviewed_inner(env, uint32(env, a[0])?, fields, a[5])?;
+            let pool_id = uint32(env, a[0])?;
+            let fields = handle_fields(env, a)?;
+            crate::attach_unviewed_inner(env, pool_id, fields, a[5])?;
             Ok(undefined())
         })
     }
@@ -180,18 +183,115 @@ unsafe extern "C" fn view_of(env: sys::napi_env, info: sys::napi_callback_info) 
     unsafe { call::<1>(env, info, |a| crate::view_of_inner(env, number(env, a[0])?)) }
 }
 
+fn js_boolean(env: sys::napi_env, b: bool) -> std::result::Result<sys::napi_value, JsError> {
+    let mut value = ptr::null_mut();
+    // SAFETY: `env` is the current callback's.
+    match unsafe { sys::napi_get_boolean(env, b, &mut value) } {
+        sys::Status::napi_ok => Ok(value),
+        _ => Err(coded("ERR_NAPI", "napi_get_boolean failed")),
+    }
+}
+
+/// The four handle numbers at `a[1..5]`.
+fn handle_fields(
+    env: sys::napi_env,
+    a: &[sys::napi_value],
+) -> std::result::Result<[f64; 4], JsError> {
+    Ok([
+        number(env, a[1])?,
+        number(env, a[2])?,
+        number(env, a[3])?,
+        number(env, a[4])?,
+    ])
+}
+
 /// `release(viewId, buffer)`.
 unsafe extern "C" fn release(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    let body = |a: &[sys::napi_value; 2]| {
-        let released = crate::release_inner(env, number(env, a[0])?, a[1])?;
-        let mut value = ptr::null_mut();
-        // SAFETY: `env` is the current callback's.
-        let status = unsafe { sys::napi_get_boolean(env, released, &mut value) };
-        if status != sys::Status::napi_ok {
-            return Err(coded("ERR_NAPI", "napi_get_boolean failed"));
-        }
-        Ok(value)
-    };
     // SAFETY: napi's callback arguments.
-    unsafe { call::<2>(env, info, body) }
+    unsafe {
+        call::<2>(env, info, |a| {
+            js_boolean(env, crate::release_inner(env, number(env, a[0])?, a[1])?)
+        })
+    }
+}
+
+/// `allocate(poolId, byteLength, transferRequired, out)`.
+unsafe extern "C" fn allocate(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: napi's callback arguments.
+    unsafe {
+        call::<4>(env, info, |a| {
+            let pool_id = uint32(env, a[0])?;
+            let byte_length = number(env, a[1])?;
+            let transfer_required = boolean(env, a[2])?;
+            crate::allocate_inner(env, pool_id, byte_length, transfer_required, a[3])
+        })
+    }
+}
+
+/// `attach(poolId, offset, generation, byteOffset, byteLength, out)`.
+unsafe extern "C" fn attach(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: napi's callback arguments.
+    unsafe {
+        call::<6>(env, info, |a| {
+            let pool_id = uint32(env, a[0])?;
+            let fields = handle_fields(env, a)?;
+            crate::view_of_handle(
+                env,
+                pool_id,
+                fields,
+                a[5],
+                arraypool_core::Pool::attach_range,
+            )
+        })
+    }
+}
+
+/// `share(poolId, offset, generation, byteOffset, byteLength, out)`.
+unsafe extern "C" fn share(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: napi's callback arguments.
+    unsafe {
+        call::<6>(env, info, |a| {
+            let pool_id = uint32(env, a[0])?;
+            let fields = handle_fields(env, a)?;
+            crate::view_of_handle(
+                env,
+                pool_id,
+                fields,
+                a[5],
+                arraypool_core::Pool::share_range,
+            )
+        })
+    }
+}
+
+/// `markEscaped(poolId, offset, generation)`.
+unsafe extern "C" fn mark_escaped(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: napi's callback arguments.
+    unsafe {
+        call::<3>(env, info, |a| {
+            let pool_id = uint32(env, a[0])?;
+            let escaped =
+                crate::unsent::mark_escaped_inner(pool_id, number(env, a[1])?, number(env, a[2])?)?;
+            js_boolean(env, escaped)
+        })
+    }
+}
+
+/// `locateView(view, out)`.
+unsafe extern "C" fn locate_view(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: napi's callback arguments.
+    unsafe {
+        call::<2>(env, info, |a| {
+            js_boolean(env, crate::locate_view_inner(env, a[0], a[1])?)
+        })
+    }
 }

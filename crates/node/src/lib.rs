@@ -225,14 +225,37 @@ pub fn allocate<'env>(
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
     guard(|| {
-        let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
-        views::check_view_size(len)?;
-        let pool = pool(pool_id)?;
-        let block = pool
-            .allocate_local(len, transfer_required)
-            .map_err(from_pool)?;
-        views::external_view(env, pool_id, pool, block, 0, len, out)
+        let value = allocate_inner(
+            env.raw(),
+            pool_id,
+            byte_length,
+            transfer_required,
+            out.raw(),
+        )?;
+        array_buffer(env, value)
     })
+}
+
+fn allocate_inner(
+    env: napi::sys::napi_env,
+    pool_id: u32,
+    byte_length: f64,
+    transfer_required: bool,
+    out: napi::sys::napi_value,
+) -> JsResult<napi::sys::napi_value> {
+    let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
+    views::check_view_size(len)?;
+    let pool = pool(pool_id)?;
+    let block = pool
+        .allocate_local(len, transfer_required)
+        .map_err(from_pool)?;
+    views::external_view(env, pool_id, pool, block, 0, len, out)
+}
+
+/// The ArrayBuffer `value` (one the binding just made) as napi-rs's type.
+fn array_buffer(env: &Env, value: napi::sys::napi_value) -> JsResult<ArrayBuffer<'_>> {
+    // SAFETY: `value` is an ArrayBuffer made in this env during this call.
+    unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }.map_err(errors::from_napi)
 }
 
 /// `allocate` with a copy of `source` (a typed array or Buffer) in the new
@@ -362,13 +385,13 @@ fn handle([offset, generation, byte_offset, byte_length]: [f64; 4]) -> JsResult<
 
 /// Takes a reference through `take` (attach or share) to the block a handle
 /// names and returns a view of the handle's byte range.
-fn view_of_handle<'env>(
-    env: &'env Env,
+fn view_of_handle(
+    env: napi::sys::napi_env,
     pool_id: u32,
     handle_fields: [f64; 4],
-    out: Unknown,
+    out: napi::sys::napi_value,
     take: fn(&Pool, &BlockRange) -> arraypool_core::Result<arraypool_core::BlockRef>,
-) -> Result<ArrayBuffer<'env>, Code> {
+) -> JsResult<napi::sys::napi_value> {
     let pool = pool(pool_id)?;
     let h = handle(handle_fields)?;
     views::check_view_size(h.byte_length)?;
@@ -389,13 +412,14 @@ pub fn attach<'env>(
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
     guard(|| {
-        view_of_handle(
-            env,
+        let value = view_of_handle(
+            env.raw(),
             pool_id,
             [offset, generation, byte_offset, byte_length],
-            out,
+            out.raw(),
             Pool::attach_range,
-        )
+        )?;
+        array_buffer(env, value)
     })
 }
 
@@ -412,13 +436,14 @@ pub fn share<'env>(
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
     guard(|| {
-        view_of_handle(
-            env,
+        let value = view_of_handle(
+            env.raw(),
             pool_id,
             [offset, generation, byte_offset, byte_length],
-            out,
+            out.raw(),
             Pool::share_range,
-        )
+        )?;
+        array_buffer(env, value)
     })
 }
 
@@ -427,21 +452,27 @@ pub fn share<'env>(
 /// true; false for anything else.
 #[napi(catch_unwind)]
 pub fn locate_view(env: &Env, view: Unknown, out: Unknown) -> Result<bool, Code> {
-    guard(|| {
-        let Some(slots) = views::float64_slots(env.raw(), out.raw(), 4) else {
-            return Err(coded(
-                "ERR_INVALID_ARG",
-                "out must be a Float64Array of length >= 4",
-            ));
-        };
-        match views::locate(env.raw(), view.raw()) {
-            Some(found) => {
-                slots[..4].copy_from_slice(&found);
-                Ok(true)
-            }
-            None => Ok(false),
+    guard(|| locate_view_inner(env.raw(), view.raw(), out.raw()))
+}
+
+fn locate_view_inner(
+    env: napi::sys::napi_env,
+    view: napi::sys::napi_value,
+    out: napi::sys::napi_value,
+) -> JsResult<bool> {
+    let Some(slots) = views::float64_slots(env, out, 4) else {
+        return Err(coded(
+            "ERR_INVALID_ARG",
+            "out must be a Float64Array of length >= 4",
+        ));
+    };
+    match views::locate(env, view) {
+        Some(found) => {
+            slots[..4].copy_from_slice(&found);
+            Ok(true)
         }
-    })
+        None => Ok(false),
+    }
 }
 
 /// Drops a view's reference now and detaches its ArrayBuffer (every typed

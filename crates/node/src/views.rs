@@ -228,25 +228,17 @@ pub fn wrap_view_raw(env: sys::napi_env, id: u64) -> std::result::Result<sys::na
 
 /// `register_view` and `wrap_view` at once: on failure the reference is
 /// released again.
-pub fn external_view<'env>(
-    env: &'env Env,
+pub fn external_view(
+    env: sys::napi_env,
     pool_id: u32,
     pool: Arc<Pool>,
     block: BlockRef,
     byte_offset: u64,
     byte_length: u64,
-    out: Unknown,
-) -> Result<ArrayBuffer<'env>, Code> {
-    let id = register_view(
-        env.raw(),
-        pool_id,
-        pool,
-        block,
-        byte_offset,
-        byte_length,
-        out.raw(),
-    )?;
-    wrap_view(env, id).inspect_err(|_| {
+    out: sys::napi_value,
+) -> std::result::Result<sys::napi_value, JsError> {
+    let id = register_view(env, pool_id, pool, block, byte_offset, byte_length, out)?;
+    wrap_view_raw(env, id).inspect_err(|_| {
         release_view(id);
     })
 }
