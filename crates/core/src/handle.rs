@@ -82,9 +82,10 @@ impl BlockRange {
 
     /// Checks, under the lock, that the handle names the live allocation it
     /// was made for and that its range lies inside that allocation. Returns
-    /// the block's data length, checked against the block's size (which is
-    /// checked against the heap), so a view made from it stays in its block.
-    pub(crate) fn check_live(&self, heap: &Heap) -> Result<u64> {
+    /// the block (a used block start, as `refs::used_block` checks) and its
+    /// data length, checked against the block's size (which is checked
+    /// against the heap), so a view made from it stays in its block.
+    pub(crate) fn check_live<'a>(&self, heap: &Heap<'a>) -> Result<(&'a BlockHeader, u64)> {
         let stale = || PoolError::StaleHandle {
             offset: self.offset,
             generation: self.generation,
@@ -102,7 +103,7 @@ impl BlockRange {
         }
         let data_len = heap.data_len_of(self.offset)?;
         self.check_range(data_len)?;
-        Ok(data_len)
+        Ok((b, data_len))
     }
 
     pub(crate) fn check_range(&self, data_len: u64) -> Result<()> {

@@ -5,7 +5,7 @@
 //! the owner's **lock word**: its process slot + 1 in the low 8 bits and,
 //! above them, the epoch of its claim of that slot (the slot's claim
 //! counter, bumped each time a process claims the slot). **Cost.** One CAS
-//! to take and one to release when uncontended. **Waiting.** Bounded
+//! to take and a load and a store to release when uncontended. **Waiting.** Bounded
 //! backoff: spin with `pause`, then `sched_yield`, then sleeps doubling from
 //! 20 µs to 1 ms. **Owner death.** A waiter checks the owner's liveness lock
 //! (see `segment`) at least every millisecond of waiting once it sleeps, so

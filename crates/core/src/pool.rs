@@ -459,10 +459,10 @@ impl Pool {
             return Ok(block_ref(handle.offset, handle.generation, held.data_len));
         }
         let (data_len, block_size) = self.critical_section(self.wait(), |heap| {
-            let data_len = handle.check_live(heap)?;
+            let (b, data_len) = handle.check_live(heap)?;
             // Confirmed by its neighbour in `check_live`.
             let block_size = heap.size_of(handle.offset)?;
-            refs::add_holder(heap, handle.offset, self.slot, true)?;
+            refs::add_holder(heap, b, self.slot, true)?;
             Ok((data_len, block_size))
         })?;
         // Attached from a handle: transferred, so the rule frees it at the
