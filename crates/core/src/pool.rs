@@ -8,7 +8,6 @@
 //! (`reap.rs`), reservation and punching (`reserve.rs`), the local
 //! references (`local.rs`).
 
-use std::collections::hash_map::Entry;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Mutex, MutexGuard};
@@ -23,7 +22,7 @@ use crate::local::{LocalRef, LocalState};
 use crate::lock::{self, Wait};
 use crate::memfd;
 use crate::refs;
-use crate::release::{LastRef, QueuedRelease};
+use crate::release::{DropOutcome, LastRef, QueuedRelease};
 use crate::segment::{self, Backing, Segment};
 use crate::view::SegmentView;
 
@@ -225,10 +224,17 @@ impl Pool {
     /// Applies the releases deferred while `state` was busy: each drops one
     /// local reference; a block's last one queues its holder record's drop
     /// for the next critical section.
+    #[inline]
     fn apply_deferred(&self, state: &mut LocalState) {
-        if self.deferred_count.load(Relaxed) == 0 {
-            return;
+        // The check inline, the work out of line: every operation passes here.
+        if self.deferred_count.load(Relaxed) != 0 {
+            self.apply_deferred_now(state);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn apply_deferred_now(&self, state: &mut LocalState) {
         let deferred = std::mem::take(
             &mut *self
                 .deferred
@@ -324,9 +330,9 @@ impl Pool {
             });
             match reused {
                 // Another process reclaimed it (a full pool): allocate as usual.
-                Ok(None) => {}
+                Ok(None) => state.forget_cached(cached.offset),
                 Ok(Some(block)) => {
-                    state.refs.insert(
+                    state.took(
                         block.offset,
                         LocalRef::new(block.generation, len, escaped, cached.size),
                     );
@@ -339,6 +345,7 @@ impl Pool {
                         // Not as this process left it (corrupt): its record
                         // stays, so the slot is left to be reaped when this
                         // process leaves.
+                        state.forget_cached(cached.offset);
                         self.release_failures.fetch_add(1, Relaxed);
                     }
                     return Err(e);
@@ -346,6 +353,7 @@ impl Pool {
             }
         }
         let cache = &mut state.cache;
+        let mut drained = false;
         let block = self.critical_section(self.wait(), |heap| {
             if sweep_due {
                 self.reap_locked(heap)?;
@@ -354,6 +362,7 @@ impl Pool {
                 Some(o) => o,
                 None => {
                     let reaped = self.reap_locked(heap)?;
+                    drained = true;
                     let drained = self.drain_cache_locked(heap, cache);
                     match heap
                         .find_free(size)?
@@ -402,9 +411,12 @@ impl Pool {
                 data_len: len,
             };
             Ok((block, used))
-        })?;
-        let (block, block_size) = block;
-        state.refs.insert(
+        });
+        if drained {
+            state.forget_all_cached();
+        }
+        let (block, block_size) = block?;
+        state.took(
             block.offset,
             LocalRef::new(block.generation, len, escaped, block_size),
         );
@@ -562,24 +574,26 @@ impl Pool {
             self.deferred_count.store(deferred.len(), Relaxed);
             return Ok(());
         };
-        // One probe of the map for the lookup and the removal.
-        let last = match state.refs.entry(offset) {
-            Entry::Occupied(mut held) if held.get().generation == generation => {
-                if held.get().count > 1 {
-                    held.get_mut().count -= 1;
-                    return Ok(());
-                }
-                let held = held.remove();
-                LastRef {
-                    offset,
-                    generation,
-                    unsent: !held.escaped,
-                    block_size: Some(held.block_size),
-                }
-            }
-            _ => return Err(PoolError::NotHeld { offset }),
+        let Some(held) = state.held(offset, generation) else {
+            return Err(PoolError::NotHeld { offset });
         };
-        self.drop_reference(last, &mut state.cache)
+        held.count -= 1;
+        if held.count > 0 {
+            return Ok(());
+        }
+        // The entry stays, as the cache's marker, if the block is cached
+        // (see `LocalState::refs`); otherwise it goes.
+        let last = LastRef {
+            offset,
+            generation,
+            unsent: !held.escaped,
+            block_size: Some(held.block_size),
+        };
+        let dropped = self.drop_reference(last, &mut state.cache);
+        if !matches!(dropped, Ok(DropOutcome::Cached)) {
+            state.refs.remove(&offset);
+        }
+        dropped.map(|_| ())
     }
 
     /// References this process holds (views counted one by one).
@@ -671,6 +685,7 @@ impl Pool {
         let held: Vec<(u64, u64, bool)> = state
             .refs
             .drain()
+            .filter(|(_, r)| r.count > 0)
             .map(|(offset, r)| (offset, r.generation, !r.escaped))
             .collect();
         let slot = self.slot as usize;

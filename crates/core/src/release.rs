@@ -64,9 +64,21 @@ fn held_as_taken<'a>(heap: &Heap<'a>, last: &LastRef, size: u64) -> Option<(&'a 
     as_taken.then_some((b, size))
 }
 
+/// What a release did with the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropOutcome {
+    /// Put it in this process's cache.
+    Cached,
+    /// Dropped its holder record (freeing it if the rule says so), or
+    /// queued that drop.
+    Dropped,
+}
+
 /// What the first step of a drop decided.
 pub(crate) enum Step {
     Done,
+    /// The block went to the cache.
+    Cached,
     /// The block is ours alone and large: punch outside the lock, then finish.
     PunchThenFree {
         size: u64,
@@ -79,7 +91,11 @@ impl Pool {
     /// lock is free, else queued.
     /// A small block this process alone holds goes to `cache` instead of
     /// the allocator when it has room (see `block_cache.rs`).
-    pub(crate) fn drop_reference(&self, last: LastRef, cache: &mut BlockCache) -> Result<()> {
+    pub(crate) fn drop_reference(
+        &self,
+        last: LastRef,
+        cache: &mut BlockCache,
+    ) -> Result<DropOutcome> {
         let LastRef {
             offset,
             generation,
@@ -90,7 +106,8 @@ impl Pool {
             self.drop_step(heap, &last, true, Some(cache))
         });
         match step {
-            Ok(Step::Done) => Ok(()),
+            Ok(Step::Done) => Ok(DropOutcome::Dropped),
+            Ok(Step::Cached) => Ok(DropOutcome::Cached),
             Ok(Step::PunchThenFree { size }) => {
                 let punched = self.punch_block(offset, size);
                 let finish = self.critical_section(Wait::Try, |heap| {
@@ -100,14 +117,14 @@ impl Pool {
                     Err(PoolError::LockTimeout { .. }) => {
                         // The transfer flag was cleared with the mark.
                         self.queue(offset, generation, punched, false);
-                        Ok(())
+                        Ok(DropOutcome::Dropped)
                     }
-                    other => other,
+                    other => other.map(|_| DropOutcome::Dropped),
                 }
             }
             Err(PoolError::LockTimeout { .. }) => {
                 self.queue(offset, generation, false, unsent);
-                Ok(())
+                Ok(DropOutcome::Dropped)
             }
             Err(e) => Err(e),
         }
@@ -173,7 +190,7 @@ impl Pool {
                 && c.has_room(size, self.geometry.heap_end - self.geometry.heap_start)
         }) {
             cache.put(self.cache_locked(b, offset, size)?);
-            return Ok(Step::Done);
+            return Ok(Step::Cached);
         }
         if large && punch_outside {
             // Return the pages outside the lock; meanwhile the block is
@@ -207,10 +224,18 @@ impl Pool {
     /// Does the queued releases, each its own transaction (under the lock,
     /// from `critical_section`). A release the segment refuses (corrupt) is
     /// dropped from the queue: its record stays until this process leaves.
+    #[inline]
     pub(crate) fn drain_queued_releases(&self, heap: &Heap) {
-        if self.queued_count.load(Relaxed) == 0 {
-            return;
+        // The check inline, the work out of line: every critical section
+        // passes here.
+        if self.queued_count.load(Relaxed) != 0 {
+            self.drain_queued_releases_now(heap);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drain_queued_releases_now(&self, heap: &Heap) {
         let queued: Vec<QueuedRelease> = std::mem::take(&mut *self.lock_queue());
         self.queued_count.store(0, Relaxed);
         for q in queued {
