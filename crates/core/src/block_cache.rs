@@ -281,7 +281,10 @@ impl Pool {
             return Ok(0);
         }
         let cache = &mut state.cache;
-        self.critical_section(self.wait(), |heap| Ok(self.drain_cache_locked(heap, cache)))
+        let freed =
+            self.critical_section(self.wait(), |heap| Ok(self.drain_cache_locked(heap, cache)));
+        state.forget_all_cached();
+        freed
     }
 
     /// Bytes and blocks this process keeps in its cache (tests, diagnostics).

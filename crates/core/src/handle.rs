@@ -20,6 +20,30 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// The handle's fields other than the segment name.
+    pub fn range(&self) -> BlockRange {
+        BlockRange {
+            offset: self.offset,
+            generation: self.generation,
+            byte_offset: self.byte_offset,
+            byte_length: self.byte_length,
+        }
+    }
+}
+
+/// A handle whose segment is already known to be the pool's (a binding that
+/// found the pool by the handle's segment name): `Pool::attach_range` and
+/// `Pool::share_range` take it without a `String` per call. Every field is
+/// still input and checked like a `Handle`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRange {
+    pub offset: u64,
+    pub generation: u64,
+    pub byte_offset: u64,
+    pub byte_length: u64,
+}
+
+impl BlockRange {
     /// Checks that need no lock: alignment, heap bounds, a generation that
     /// was ever issued, and a byte range that does not overflow.
     pub(crate) fn check_shape(&self, heap: &Heap, next_generation: u64) -> Result<()> {
@@ -58,9 +82,10 @@ impl Handle {
 
     /// Checks, under the lock, that the handle names the live allocation it
     /// was made for and that its range lies inside that allocation. Returns
-    /// the block's data length, checked against the block's size (which is
-    /// checked against the heap), so a view made from it stays in its block.
-    pub(crate) fn check_live(&self, heap: &Heap) -> Result<u64> {
+    /// the block (a used block start, as `refs::used_block` checks) and its
+    /// data length, checked against the block's size (which is checked
+    /// against the heap), so a view made from it stays in its block.
+    pub(crate) fn check_live<'a>(&self, heap: &Heap<'a>) -> Result<(&'a BlockHeader, u64)> {
         let stale = || PoolError::StaleHandle {
             offset: self.offset,
             generation: self.generation,
@@ -78,7 +103,7 @@ impl Handle {
         }
         let data_len = heap.data_len_of(self.offset)?;
         self.check_range(data_len)?;
-        Ok(data_len)
+        Ok((b, data_len))
     }
 
     pub(crate) fn check_range(&self, data_len: u64) -> Result<()> {

@@ -66,7 +66,7 @@ pub mod view;
 pub use blocks::{blocks_of, BlockInfo, BlockList, HolderInfo, DEFAULT_BLOCKS_LIMIT};
 pub use check::CheckReport;
 pub use error::{PoolError, Result};
-pub use handle::Handle;
+pub use handle::{BlockRange, Handle};
 pub use inspect::{collect_abandoned, inspect, remove_if_abandoned, ProcessInfo, SegmentInfo};
 pub use layout::LAYOUT_VERSION;
 pub use pool::{BlockRef, Pool, PoolOptions, ReapReport, Stats};

@@ -5,7 +5,7 @@
 //! the owner's **lock word**: its process slot + 1 in the low 8 bits and,
 //! above them, the epoch of its claim of that slot (the slot's claim
 //! counter, bumped each time a process claims the slot). **Cost.** One CAS
-//! to take and one to release when uncontended. **Waiting.** Bounded
+//! to take and a load and a store to release when uncontended. **Waiting.** Bounded
 //! backoff: spin with `pause`, then `sched_yield`, then sleeps doubling from
 //! 20 µs to 1 ms. **Owner death.** A waiter checks the owner's liveness lock
 //! (see `segment`) at least every millisecond of waiting once it sleeps, so
@@ -151,11 +151,19 @@ pub fn acquire(
 
 /// Releases the lock if `mine` still holds it (a corrupt writer may have
 /// changed the word; then it is not ours to clear).
+///
+/// A load and a store, not a compare-exchange (a locked instruction, a
+/// measurable part of a cached allocation, which takes the lock twice per
+/// allocate+release pair): while the word is `mine`, no other process may
+/// change it (a takeover needs this process dead, and our slot's liveness
+/// lock is held), so nothing legitimate can come between the two. The
+/// Release store orders every write of the critical section before the
+/// lock is seen free, as the exchange's Release did.
 pub fn release(view: &SegmentView, mine: u64) {
-    let _ = view
-        .header()
-        .lock_word
-        .compare_exchange(mine, 0, Ordering::Release, Ordering::Relaxed);
+    let word = &view.header().lock_word;
+    if word.load(Ordering::Relaxed) == mine {
+        word.store(0, Ordering::Release);
+    }
 }
 
 #[cfg(test)]

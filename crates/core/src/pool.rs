@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use crate::allocator::{BlockAllocator, Heap};
 use crate::check::CheckReport;
 use crate::error::{PoolError, Result};
-use crate::handle::Handle;
+use crate::handle::{BlockRange, Handle};
 use crate::layout::*;
 use crate::local::{LocalRef, LocalState};
 use crate::lock::{self, Wait};
 use crate::memfd;
 use crate::refs;
-use crate::release::QueuedRelease;
+use crate::release::{DropOutcome, LastRef, QueuedRelease};
 use crate::segment::{self, Backing, Segment};
 use crate::view::SegmentView;
 
@@ -224,10 +224,17 @@ impl Pool {
     /// Applies the releases deferred while `state` was busy: each drops one
     /// local reference; a block's last one queues its holder record's drop
     /// for the next critical section.
+    #[inline]
     fn apply_deferred(&self, state: &mut LocalState) {
-        if self.deferred_count.load(Relaxed) == 0 {
-            return;
+        // The check inline, the work out of line: every operation passes here.
+        if self.deferred_count.load(Relaxed) != 0 {
+            self.apply_deferred_now(state);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn apply_deferred_now(&self, state: &mut LocalState) {
         let deferred = std::mem::take(
             &mut *self
                 .deferred
@@ -323,11 +330,12 @@ impl Pool {
             });
             match reused {
                 // Another process reclaimed it (a full pool): allocate as usual.
-                Ok(None) => {}
+                Ok(None) => state.forget_cached(cached.offset),
                 Ok(Some(block)) => {
-                    state
-                        .refs
-                        .insert(block.offset, LocalRef::new(block.generation, len, escaped));
+                    state.took(
+                        block.offset,
+                        LocalRef::new(block.generation, len, escaped, cached.size),
+                    );
                     return Ok(block);
                 }
                 Err(e) => {
@@ -337,6 +345,7 @@ impl Pool {
                         // Not as this process left it (corrupt): its record
                         // stays, so the slot is left to be reaped when this
                         // process leaves.
+                        state.forget_cached(cached.offset);
                         self.release_failures.fetch_add(1, Relaxed);
                     }
                     return Err(e);
@@ -344,6 +353,7 @@ impl Pool {
             }
         }
         let cache = &mut state.cache;
+        let mut drained = false;
         let block = self.critical_section(self.wait(), |heap| {
             if sweep_due {
                 self.reap_locked(heap)?;
@@ -352,6 +362,7 @@ impl Pool {
                 Some(o) => o,
                 None => {
                     let reaped = self.reap_locked(heap)?;
+                    drained = true;
                     let drained = self.drain_cache_locked(heap, cache);
                     match heap
                         .find_free(size)?
@@ -393,16 +404,22 @@ impl Pool {
             v.add(&h.used_bytes, used)?;
             v.add(&h.live_blocks, 1)?;
             v.add(&h.processes[self.slot as usize].held_blocks, 1)?;
-            Ok(BlockRef {
+            let block = BlockRef {
                 offset,
                 generation,
                 data_offset: offset + BLOCK_HEADER_SIZE,
                 data_len: len,
-            })
-        })?;
-        state
-            .refs
-            .insert(block.offset, LocalRef::new(block.generation, len, escaped));
+            };
+            Ok((block, used))
+        });
+        if drained {
+            state.forget_all_cached();
+        }
+        let (block, block_size) = block?;
+        state.took(
+            block.offset,
+            LocalRef::new(block.generation, len, escaped, block_size),
+        );
         Ok(block)
     }
 
@@ -412,6 +429,20 @@ impl Pool {
         self.entered();
         let mut state = self.lock_state();
         state.ensure_open(self.name())?;
+        self.check_segment(handle)?;
+        self.attach_with(&mut state, &handle.range())
+    }
+
+    /// `attach` of a handle whose segment the caller already matched to
+    /// this pool.
+    pub fn attach_range(&self, range: &BlockRange) -> Result<BlockRef> {
+        self.entered();
+        let mut state = self.lock_state();
+        state.ensure_open(self.name())?;
+        self.attach_with(&mut state, range)
+    }
+
+    fn check_segment(&self, handle: &Handle) -> Result<()> {
         if segment::validate_name(&handle.segment).ok() != Some(self.name()) {
             return Err(PoolError::invalid_handle(format!(
                 "the handle belongs to segment {:?}, not {:?}",
@@ -419,6 +450,10 @@ impl Pool {
                 self.name()
             )));
         }
+        Ok(())
+    }
+
+    fn attach_with(&self, state: &mut LocalState, handle: &BlockRange) -> Result<BlockRef> {
         let next_generation = self.view.header().next_generation.load(Relaxed);
         handle.check_shape(&Heap::new(&self.view, &self.geometry), next_generation)?;
         if let Some(held) = state.held(handle.offset, handle.generation) {
@@ -435,21 +470,18 @@ impl Pool {
             held.count += 1;
             return Ok(block_ref(handle.offset, handle.generation, held.data_len));
         }
-        let data_len = self.critical_section(self.wait(), |heap| {
-            let data_len = handle.check_live(heap)?;
-            refs::add_holder(heap, handle.offset, self.slot, true)?;
-            Ok(data_len)
+        let (data_len, block_size) = self.critical_section(self.wait(), |heap| {
+            let (b, data_len) = handle.check_live(heap)?;
+            // Confirmed by its neighbour in `check_live`.
+            let block_size = heap.size_of(handle.offset)?;
+            refs::add_holder(heap, b, self.slot, true)?;
+            Ok((data_len, block_size))
         })?;
+        // Attached from a handle: transferred, so the rule frees it at the
+        // last reference anyway (escaped).
         state.refs.insert(
             handle.offset,
-            LocalRef {
-                generation: handle.generation,
-                data_len,
-                count: 1,
-                // Attached from a handle: transferred, so the rule frees it
-                // at the last reference anyway.
-                escaped: true,
-            },
+            LocalRef::new(handle.generation, data_len, true, block_size),
         );
         Ok(block_ref(handle.offset, handle.generation, data_len))
     }
@@ -457,7 +489,14 @@ impl Pool {
     /// Another reference to (a range of) a block this process already holds:
     /// a second view or a slice. Unlike `attach`, it does not mark the block
     /// transferred (a slice is not a hand-over) and touches no shared state.
+    /// The handle's segment is not looked at (a block this process holds
+    /// names its pool).
     pub fn share(&self, handle: &Handle) -> Result<BlockRef> {
+        self.share_range(&handle.range())
+    }
+
+    /// `share` without the segment name.
+    pub fn share_range(&self, handle: &BlockRange) -> Result<BlockRef> {
         self.entered();
         let mut state = self.lock_state();
         state.ensure_open(self.name())?;
@@ -535,19 +574,26 @@ impl Pool {
             self.deferred_count.store(deferred.len(), Relaxed);
             return Ok(());
         };
-        let unsent = match state.held(offset, generation) {
-            Some(held) if held.count > 1 => {
-                held.count -= 1;
-                return Ok(());
-            }
-            Some(held) => {
-                let unsent = !held.escaped;
-                state.refs.remove(&offset);
-                unsent
-            }
-            None => return Err(PoolError::NotHeld { offset }),
+        let Some(held) = state.held(offset, generation) else {
+            return Err(PoolError::NotHeld { offset });
         };
-        self.drop_reference(offset, generation, unsent, &mut state.cache)
+        held.count -= 1;
+        if held.count > 0 {
+            return Ok(());
+        }
+        // The entry stays, as the cache's marker, if the block is cached
+        // (see `LocalState::refs`); otherwise it goes.
+        let last = LastRef {
+            offset,
+            generation,
+            unsent: !held.escaped,
+            block_size: Some(held.block_size),
+        };
+        let dropped = self.drop_reference(last, &mut state.cache);
+        if !matches!(dropped, Ok(DropOutcome::Cached)) {
+            state.refs.remove(&offset);
+        }
+        dropped.map(|_| ())
     }
 
     /// References this process holds (views counted one by one).
@@ -639,6 +685,7 @@ impl Pool {
         let held: Vec<(u64, u64, bool)> = state
             .refs
             .drain()
+            .filter(|(_, r)| r.count > 0)
             .map(|(offset, r)| (offset, r.generation, !r.escaped))
             .collect();
         let slot = self.slot as usize;
@@ -649,9 +696,13 @@ impl Pool {
             self.drain_cache_locked(heap, cache);
             let mut failed = self.release_failures.load(Relaxed);
             for &(offset, generation, unsent) in &held {
-                let dropped = self
-                    .drop_step(heap, offset, generation, false, unsent, None)
-                    .map(|_| ());
+                let last = LastRef {
+                    offset,
+                    generation,
+                    unsent,
+                    block_size: None,
+                };
+                let dropped = self.drop_step(heap, &last, false, None).map(|_| ());
                 if self.committed(dropped).is_err() {
                     failed += 1;
                 }

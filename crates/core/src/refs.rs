@@ -64,11 +64,11 @@ fn process_slot<'a>(heap: &Heap<'a>, slot: u32) -> &'a ProcessSlot {
     &heap.view.header().processes[slot as usize % MAX_PROCESSES]
 }
 
-/// Adds `slot` as a holder of the used block at `offset`.
-pub fn add_holder(heap: &Heap, offset: u64, slot: u32, transferred: bool) -> Result<()> {
+/// Adds `slot` as a holder of the used block `b` (checked by the caller,
+/// with `used_block` or as `Handle::check_live` does).
+pub fn add_holder(heap: &Heap, b: &BlockHeader, slot: u32, transferred: bool) -> Result<()> {
     let v = heap.view;
     let h = v.header();
-    let b = used_block(heap, offset)?;
     let holders = b.holders.load(Relaxed);
     if holders == 0 {
         v.sub(&h.in_flight_blocks, 1)?;

@@ -37,9 +37,48 @@ pub(crate) struct QueuedRelease {
     pub unsent: bool,
 }
 
+/// This process's last reference to a block, being dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastRef {
+    pub offset: u64,
+    pub generation: u64,
+    /// The block's handle never left this process (see the module doc).
+    pub unsent: bool,
+    /// The block's size as this process took it (`LocalRef::block_size`),
+    /// if it has it at hand.
+    pub block_size: Option<u64>,
+}
+
+/// The block `last` names, if its header still says what this process
+/// took: used, of its generation, of `size` bytes (`LocalRef::block_size`,
+/// confirmed by the neighbour when taken). Then the block is as it was
+/// when checked in full, and its size need not be confirmed again through
+/// the neighbour and the bitmap. None means: check in full (which also
+/// says what is wrong). A free of the block still confirms the size
+/// through the neighbours before it writes (`Heap::free`).
+fn held_as_taken<'a>(heap: &Heap<'a>, last: &LastRef, size: u64) -> Option<(&'a BlockHeader, u64)> {
+    let b = heap.block(last.offset).ok()?;
+    let as_taken = b.tag.load(Relaxed) & TAG_MASK == TAG_USED
+        && b.generation.load(Relaxed) == last.generation
+        && b.size.load(Relaxed) == size;
+    as_taken.then_some((b, size))
+}
+
+/// What a release did with the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropOutcome {
+    /// Put it in this process's cache.
+    Cached,
+    /// Dropped its holder record (freeing it if the rule says so), or
+    /// queued that drop.
+    Dropped,
+}
+
 /// What the first step of a drop decided.
 pub(crate) enum Step {
     Done,
+    /// The block went to the cache.
+    Cached,
     /// The block is ours alone and large: punch outside the lock, then finish.
     PunchThenFree {
         size: u64,
@@ -50,21 +89,25 @@ impl Pool {
     /// Drops this process's holder record of the block (its last local
     /// reference is gone) without waiting for the lock: done now if the
     /// lock is free, else queued.
-    /// `unsent`: the block's handle never left this process.
     /// A small block this process alone holds goes to `cache` instead of
     /// the allocator when it has room (see `block_cache.rs`).
     pub(crate) fn drop_reference(
         &self,
-        offset: u64,
-        generation: u64,
-        unsent: bool,
+        last: LastRef,
         cache: &mut BlockCache,
-    ) -> Result<()> {
+    ) -> Result<DropOutcome> {
+        let LastRef {
+            offset,
+            generation,
+            unsent,
+            ..
+        } = last;
         let step = self.critical_section(Wait::Try, |heap| {
-            self.drop_step(heap, offset, generation, true, unsent, Some(cache))
+            self.drop_step(heap, &last, true, Some(cache))
         });
         match step {
-            Ok(Step::Done) => Ok(()),
+            Ok(Step::Done) => Ok(DropOutcome::Dropped),
+            Ok(Step::Cached) => Ok(DropOutcome::Cached),
             Ok(Step::PunchThenFree { size }) => {
                 let punched = self.punch_block(offset, size);
                 let finish = self.critical_section(Wait::Try, |heap| {
@@ -74,14 +117,14 @@ impl Pool {
                     Err(PoolError::LockTimeout { .. }) => {
                         // The transfer flag was cleared with the mark.
                         self.queue(offset, generation, punched, false);
-                        Ok(())
+                        Ok(DropOutcome::Dropped)
                     }
-                    other => other,
+                    other => other.map(|_| DropOutcome::Dropped),
                 }
             }
             Err(PoolError::LockTimeout { .. }) => {
                 self.queue(offset, generation, false, unsent);
-                Ok(())
+                Ok(DropOutcome::Dropped)
             }
             Err(e) => Err(e),
         }
@@ -101,7 +144,7 @@ impl Pool {
     /// First step of a drop, under the lock. A large block that will be
     /// freed is, with `punch_outside`, marked releasing instead (the caller
     /// punches it outside the lock); otherwise it is punched and freed now.
-    /// `unsent`: the block's handle never left this process, so if this
+    /// `last.unsent`: the block's handle never left this process, so if this
     /// process is its only holder and nobody ever attached it, it is freed
     /// even if allocated `transfer_required` (the flag is cleared first).
     /// With `cache`, a small block about to be freed that this process alone
@@ -109,15 +152,24 @@ impl Pool {
     pub(crate) fn drop_step(
         &self,
         heap: &Heap,
-        offset: u64,
-        generation: u64,
+        last: &LastRef,
         punch_outside: bool,
-        unsent: bool,
         cache: Option<&mut BlockCache>,
     ) -> Result<Step> {
-        let b = refs::held_block(heap, offset, generation)?;
-        // Confirmed by its neighbour in `used_block`.
-        let size = heap.size_of(offset)?;
+        let LastRef {
+            offset,
+            generation,
+            unsent,
+            block_size,
+        } = *last;
+        let (b, size) = match block_size.and_then(|size| held_as_taken(heap, last, size)) {
+            Some(held) => held,
+            None => {
+                let b = refs::held_block(heap, offset, generation)?;
+                // Confirmed by its neighbour in `used_block`.
+                (b, heap.size_of(offset)?)
+            }
+        };
         let others = b.holders.load(Relaxed) & !refs::slot_bit(self.slot);
         let mut tag = b.tag.load(Relaxed);
         if unsent
@@ -138,7 +190,7 @@ impl Pool {
                 && c.has_room(size, self.geometry.heap_end - self.geometry.heap_start)
         }) {
             cache.put(self.cache_locked(b, offset, size)?);
-            return Ok(Step::Done);
+            return Ok(Step::Cached);
         }
         if large && punch_outside {
             // Return the pages outside the lock; meanwhile the block is
@@ -172,18 +224,31 @@ impl Pool {
     /// Does the queued releases, each its own transaction (under the lock,
     /// from `critical_section`). A release the segment refuses (corrupt) is
     /// dropped from the queue: its record stays until this process leaves.
+    #[inline]
     pub(crate) fn drain_queued_releases(&self, heap: &Heap) {
-        if self.queued_count.load(Relaxed) == 0 {
-            return;
+        // The check inline, the work out of line: every critical section
+        // passes here.
+        if self.queued_count.load(Relaxed) != 0 {
+            self.drain_queued_releases_now(heap);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drain_queued_releases_now(&self, heap: &Heap) {
         let queued: Vec<QueuedRelease> = std::mem::take(&mut *self.lock_queue());
         self.queued_count.store(0, Relaxed);
         for q in queued {
             let done = if q.punched {
                 self.finish_punched(heap, q.offset, q.generation, true)
             } else {
-                self.drop_step(heap, q.offset, q.generation, false, q.unsent, None)
-                    .map(|_| ())
+                let last = LastRef {
+                    offset: q.offset,
+                    generation: q.generation,
+                    unsent: q.unsent,
+                    block_size: None,
+                };
+                self.drop_step(heap, &last, false, None).map(|_| ())
             };
             if self.committed(done).is_err() {
                 self.release_failures.fetch_add(1, Relaxed);

@@ -267,3 +267,40 @@ fn a_full_pool_reclaims_the_blocks_other_processes_keep_cached() {
     assert_eq!(pool.blocks(10).unwrap().total, 0);
     assert_consistent(&pool);
 }
+
+/// The process keeps a marker entry for each cached block (so that taking
+/// it back costs no map insert): it never reads as a held reference.
+#[test]
+fn a_cached_block_is_not_held_by_its_process_until_taken_back() {
+    let pool = new_pool(16 * MIB);
+    let block = pool.allocate(1000, false).unwrap();
+    pool.retain(block.offset, block.generation).unwrap();
+    pool.release(block.offset, block.generation).unwrap();
+    assert_eq!(pool.held_references(), 1);
+    pool.release(block.offset, block.generation).unwrap();
+    assert_eq!(pool.cached(), (block_size(1000), 1));
+    assert_eq!(pool.held_references(), 0);
+    // Its old life is neither held nor attachable nor shareable.
+    let err = pool.release(block.offset, block.generation).unwrap_err();
+    assert_eq!(err.code(), "ERR_NOT_HELD");
+    assert!(pool.retain(block.offset, block.generation).is_err());
+    assert!(!pool.mark_escaped(block.offset, block.generation));
+    assert!(pool.share(&handle(&pool, &block)).is_err());
+    assert!(stale(pool.attach(&handle(&pool, &block)).unwrap_err()));
+    // Taken back: held once, under its new generation.
+    let again = pool.allocate(1000, false).unwrap();
+    assert_eq!(again.offset, block.offset);
+    assert_ne!(again.generation, block.generation);
+    assert_eq!(pool.held_references(), 1);
+    pool.release(again.offset, again.generation).unwrap();
+    // Drained: the marker goes with the block, and the next allocation of
+    // that size is a fresh one, held once.
+    assert_eq!(pool.drain_cache().unwrap(), block_size(1000));
+    assert_eq!(pool.held_references(), 0);
+    let fresh = pool.allocate(1000, false).unwrap();
+    assert_eq!(pool.held_references(), 1);
+    pool.release(fresh.offset, fresh.generation).unwrap();
+    assert_consistent(&pool);
+    pool.close().unwrap();
+    assert_eq!(pool.held_references(), 0);
+}

@@ -214,3 +214,29 @@ fn close_returns_the_pages_of_the_large_blocks_it_frees() {
     assert_eq!(observer.stats().unwrap().live_blocks, 0);
     assert_consistent(&observer);
 }
+
+/// A release checks a held block against what this process took (its size
+/// is kept locally) and, if the header says otherwise, in full: a scribbled
+/// size is refused by name, never cached or freed as that size.
+#[test]
+fn a_scribbled_size_of_a_held_block_is_refused_by_its_release() {
+    let pool = new_pool(MIB);
+    let block = pool.allocate(1000, false).unwrap();
+    let neighbour = pool.allocate(1000, false).unwrap();
+    let size = word(
+        &pool,
+        &block,
+        block_field(&block, std::mem::offset_of!(BlockHeader, size)),
+    );
+    let taken = size.load(Relaxed);
+    size.store(taken * 2, Relaxed);
+    let err = pool.release(block.offset, block.generation).unwrap_err();
+    assert_eq!(err.code(), "ERR_CORRUPT_SEGMENT", "{err}");
+    assert!(err.to_string().contains("size"), "names the field: {err}");
+    assert_eq!(pool.cached(), (0, 0), "nothing cached from a forged size");
+    // Rolled back: the neighbour is untouched and still releases normally.
+    pool.release(neighbour.offset, neighbour.generation)
+        .unwrap();
+    size.store(taken, Relaxed);
+    assert_consistent(&pool);
+}

@@ -23,6 +23,7 @@ compile_error!(
 pub mod blocks;
 mod errors;
 mod exit;
+mod fast;
 pub mod flight;
 mod registry;
 pub mod segments;
@@ -32,7 +33,7 @@ mod views;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arraypool_core::{Backing, Handle, Pool, PoolOptions};
+use arraypool_core::{Backing, BlockRange, Pool, PoolOptions};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -40,6 +41,13 @@ use errors::{coded, from_pool, guard, to_u64, Code, JsError};
 use registry::{registry, OpenPool};
 
 type JsResult<T> = std::result::Result<T, JsError>;
+
+/// Module init, after napi-rs set the `#[napi]` exports: the hot ones are
+/// replaced with plain callbacks (see `fast.rs`).
+#[napi(module_exports)]
+pub fn install_fast_exports(exports: Object, env: Env) -> Result<()> {
+    fast::install(env.raw(), exports.raw())
+}
 
 /// Shared-memory layout version compiled into this addon.
 #[napi(catch_unwind)]
@@ -217,14 +225,37 @@ pub fn allocate<'env>(
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
     guard(|| {
-        let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
-        views::check_view_size(len)?;
-        let pool = pool(pool_id)?;
-        let block = pool
-            .allocate_local(len, transfer_required)
-            .map_err(from_pool)?;
-        views::external_view(env, pool_id, pool, block, 0, len, out)
+        let value = allocate_inner(
+            env.raw(),
+            pool_id,
+            byte_length,
+            transfer_required,
+            out.raw(),
+        )?;
+        array_buffer(env, value)
     })
+}
+
+fn allocate_inner(
+    env: napi::sys::napi_env,
+    pool_id: u32,
+    byte_length: f64,
+    transfer_required: bool,
+    out: napi::sys::napi_value,
+) -> JsResult<napi::sys::napi_value> {
+    let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
+    views::check_view_size(len)?;
+    let pool = pool(pool_id)?;
+    let block = pool
+        .allocate_local(len, transfer_required)
+        .map_err(from_pool)?;
+    views::external_view(env, pool_id, pool, block, 0, len, out)
+}
+
+/// The ArrayBuffer `value` (one the binding just made) as napi-rs's type.
+fn array_buffer(env: &Env, value: napi::sys::napi_value) -> JsResult<ArrayBuffer<'_>> {
+    // SAFETY: `value` is an ArrayBuffer made in this env during this call.
+    unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }.map_err(errors::from_napi)
 }
 
 /// `allocate` with a copy of `source` (a typed array or Buffer) in the new
@@ -243,33 +274,51 @@ pub fn allocate_copy(
     out: Unknown,
 ) -> Result<(), Code> {
     guard(|| {
-        let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
-        let Some((from, source_len)) = views::typed_array_bytes(env.raw(), source.raw()) else {
-            return Err(coded("ERR_INVALID_ARG", "source must be a typed array"));
-        };
-        if source_len != len {
-            return Err(coded(
-                "ERR_INVALID_ARG",
-                format!("source holds {source_len} bytes, not {len}"),
-            ));
-        }
-        views::check_view_size(len)?;
-        let pool = pool(pool_id)?;
-        let block = pool
-            .allocate_local(len, transfer_required)
-            .map_err(from_pool)?;
-        let to = pool.data_ptr(&block);
-        if !to.is_null() && len > 0 {
-            // SAFETY: `from` is the source's `len` bytes, alive for this call
-            // (napi's typed array info); `to` is the new block's data, `len`
-            // bytes inside the mapping (`data_ptr` checked it), held by this
-            // process. `copy` allows overlap (the source may view the pool,
-            // though never this fresh block).
-            unsafe { std::ptr::copy(from, to, len as usize) };
-        }
-        // A null `to` is refused by `register_view`, which releases the block.
-        views::register_view(env, pool_id, pool, block, 0, len, out).map(|_| ())
+        allocate_copy_inner(
+            env.raw(),
+            pool_id,
+            source.raw(),
+            byte_length,
+            transfer_required,
+            out.raw(),
+        )
     })
+}
+
+fn allocate_copy_inner(
+    env: napi::sys::napi_env,
+    pool_id: u32,
+    source: napi::sys::napi_value,
+    byte_length: f64,
+    transfer_required: bool,
+    out: napi::sys::napi_value,
+) -> JsResult<()> {
+    let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
+    let Some((from, source_len)) = views::typed_array_bytes(env, source) else {
+        return Err(coded("ERR_INVALID_ARG", "source must be a typed array"));
+    };
+    if source_len != len {
+        return Err(coded(
+            "ERR_INVALID_ARG",
+            format!("source holds {source_len} bytes, not {len}"),
+        ));
+    }
+    views::check_view_size(len)?;
+    let pool = pool(pool_id)?;
+    let block = pool
+        .allocate_local(len, transfer_required)
+        .map_err(from_pool)?;
+    let to = pool.data_ptr(&block);
+    if !to.is_null() && len > 0 {
+        // SAFETY: `from` is the source's `len` bytes, alive for this call
+        // (napi's typed array info); `to` is the new block's data, `len`
+        // bytes inside the mapping (`data_ptr` checked it), held by this
+        // process. `copy` allows overlap (the source may view the pool,
+        // though never this fresh block).
+        unsafe { std::ptr::copy(from, to, len as usize) };
+    }
+    // A null `to` is refused by `register_view`, which releases the block.
+    views::register_view(env, pool_id, pool, block, 0, len, out).map(|_| ())
 }
 
 /// `attach` without the view: the reference is registered (`viewOf` makes
@@ -286,13 +335,26 @@ pub fn attach_unviewed(
     out: Unknown,
 ) -> Result<(), Code> {
     guard(|| {
-        let pool = pool(pool_id)?;
-        let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
-        views::check_view_size(h.byte_length)?;
-        let block = pool.attach(&h).map_err(from_pool)?;
-        views::register_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
-            .map(|_| ())
+        attach_unviewed_inner(
+            env.raw(),
+            pool_id,
+            [offset, generation, byte_offset, byte_length],
+            out.raw(),
+        )
     })
+}
+
+fn attach_unviewed_inner(
+    env: napi::sys::napi_env,
+    pool_id: u32,
+    handle_fields: [f64; 4],
+    out: napi::sys::napi_value,
+) -> JsResult<()> {
+    let pool = pool(pool_id)?;
+    let h = handle(handle_fields)?;
+    views::check_view_size(h.byte_length)?;
+    let block = pool.attach_range(&h).map_err(from_pool)?;
+    views::register_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out).map(|_| ())
 }
 
 /// The external ArrayBuffer of a view registered without one
@@ -306,16 +368,14 @@ pub fn view_of(env: &Env, view_id: f64) -> Result<ArrayBuffer<'_>, Code> {
     })
 }
 
-fn handle(
-    pool: &Pool,
-    offset: f64,
-    generation: f64,
-    byte_offset: f64,
-    byte_length: f64,
-) -> JsResult<Handle> {
+fn view_of_inner(env: napi::sys::napi_env, view_id: f64) -> JsResult<napi::sys::napi_value> {
+    views::wrap_view_raw(env, to_u64(view_id, "view id", "ERR_INVALID_ARG")?)
+}
+
+/// The handle's fields (its segment is the pool's: JS found the pool by it).
+fn handle([offset, generation, byte_offset, byte_length]: [f64; 4]) -> JsResult<BlockRange> {
     const CODE: &str = "ERR_INVALID_HANDLE";
-    Ok(Handle {
-        segment: pool.name().to_string(),
+    Ok(BlockRange {
         offset: to_u64(offset, "handle offset", CODE)?,
         generation: to_u64(generation, "handle generation", CODE)?,
         byte_offset: to_u64(byte_offset, "handle byteOffset", CODE)?,
@@ -325,16 +385,15 @@ fn handle(
 
 /// Takes a reference through `take` (attach or share) to the block a handle
 /// names and returns a view of the handle's byte range.
-fn view_of_handle<'env>(
-    env: &'env Env,
+fn view_of_handle(
+    env: napi::sys::napi_env,
     pool_id: u32,
     handle_fields: [f64; 4],
-    out: Unknown,
-    take: fn(&Pool, &Handle) -> arraypool_core::Result<arraypool_core::BlockRef>,
-) -> Result<ArrayBuffer<'env>, Code> {
+    out: napi::sys::napi_value,
+    take: fn(&Pool, &BlockRange) -> arraypool_core::Result<arraypool_core::BlockRef>,
+) -> JsResult<napi::sys::napi_value> {
     let pool = pool(pool_id)?;
-    let [offset, generation, byte_offset, byte_length] = handle_fields;
-    let h = handle(&pool, offset, generation, byte_offset, byte_length)?;
+    let h = handle(handle_fields)?;
     views::check_view_size(h.byte_length)?;
     let block = take(&pool, &h).map_err(from_pool)?;
     views::external_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
@@ -353,13 +412,14 @@ pub fn attach<'env>(
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
     guard(|| {
-        view_of_handle(
-            env,
+        let value = view_of_handle(
+            env.raw(),
             pool_id,
             [offset, generation, byte_offset, byte_length],
-            out,
-            Pool::attach,
-        )
+            out.raw(),
+            Pool::attach_range,
+        )?;
+        array_buffer(env, value)
     })
 }
 
@@ -376,13 +436,14 @@ pub fn share<'env>(
     out: Unknown,
 ) -> Result<ArrayBuffer<'env>, Code> {
     guard(|| {
-        view_of_handle(
-            env,
+        let value = view_of_handle(
+            env.raw(),
             pool_id,
             [offset, generation, byte_offset, byte_length],
-            out,
-            Pool::share,
-        )
+            out.raw(),
+            Pool::share_range,
+        )?;
+        array_buffer(env, value)
     })
 }
 
@@ -391,36 +452,48 @@ pub fn share<'env>(
 /// true; false for anything else.
 #[napi(catch_unwind)]
 pub fn locate_view(env: &Env, view: Unknown, out: Unknown) -> Result<bool, Code> {
-    guard(|| {
-        let Some(slots) = views::float64_slots(env.raw(), out.raw(), 4) else {
-            return Err(coded(
-                "ERR_INVALID_ARG",
-                "out must be a Float64Array of length >= 4",
-            ));
-        };
-        match views::locate(env.raw(), view.raw()) {
-            Some(found) => {
-                slots[..4].copy_from_slice(&found);
-                Ok(true)
-            }
-            None => Ok(false),
+    guard(|| locate_view_inner(env.raw(), view.raw(), out.raw()))
+}
+
+fn locate_view_inner(
+    env: napi::sys::napi_env,
+    view: napi::sys::napi_value,
+    out: napi::sys::napi_value,
+) -> JsResult<bool> {
+    let Some(slots) = views::float64_slots(env, out, 4) else {
+        return Err(coded(
+            "ERR_INVALID_ARG",
+            "out must be a Float64Array of length >= 4",
+        ));
+    };
+    match views::locate(env, view) {
+        Some(found) => {
+            slots[..4].copy_from_slice(&found);
+            Ok(true)
         }
-    })
+        None => Ok(false),
+    }
 }
 
 /// Drops a view's reference now and detaches its ArrayBuffer (every typed
 /// array over it becomes length 0). Returns false if it was already released.
 #[napi(catch_unwind)]
 pub fn release(env: &Env, view_id: f64, buffer: Unknown) -> Result<bool, Code> {
-    guard(|| {
-        let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
-        let released = views::release_view(id);
-        // One napi call, which refuses anything that is not a detachable
-        // ArrayBuffer (undefined, a plain buffer): nothing to do then.
-        // SAFETY: env and buffer come from napi for the current call.
-        let _ = unsafe { napi::sys::napi_detach_arraybuffer(env.raw(), buffer.raw()) };
-        Ok(released)
-    })
+    guard(|| release_inner(env.raw(), view_id, buffer.raw()))
+}
+
+fn release_inner(
+    env: napi::sys::napi_env,
+    view_id: f64,
+    buffer: napi::sys::napi_value,
+) -> JsResult<bool> {
+    let id = to_u64(view_id, "view id", "ERR_INVALID_ARG")?;
+    let released = views::release_view(id);
+    // One napi call, which refuses anything that is not a detachable
+    // ArrayBuffer (undefined, a plain buffer): nothing to do then.
+    // SAFETY: env and buffer come from napi for the current call.
+    let _ = unsafe { napi::sys::napi_detach_arraybuffer(env, buffer) };
+    Ok(released)
 }
 
 #[napi(object)]

@@ -9,7 +9,9 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::any_pool;
-use crate::errors::{guard, to_u64, Code};
+use crate::errors::{guard, to_u64, Code, JsError};
+
+type JsResult<T> = std::result::Result<T, JsError>;
 
 /// Records that the handle of a block this process holds may leave the
 /// process: it keeps the transferred rule from now on. Returns false if this
@@ -17,12 +19,14 @@ use crate::errors::{guard, to_u64, Code};
 /// being closed too (its views are still live).
 #[napi(catch_unwind)]
 pub fn mark_escaped(pool_id: u32, offset: f64, generation: f64) -> Result<bool, Code> {
-    guard(|| {
-        let pool = any_pool(pool_id)?;
-        let offset = to_u64(offset, "offset", "ERR_INVALID_ARG")?;
-        let generation = to_u64(generation, "generation", "ERR_INVALID_ARG")?;
-        Ok(pool.mark_escaped(offset, generation))
-    })
+    guard(|| mark_escaped_inner(pool_id, offset, generation))
+}
+
+pub(crate) fn mark_escaped_inner(pool_id: u32, offset: f64, generation: f64) -> JsResult<bool> {
+    let pool = any_pool(pool_id)?;
+    let offset = to_u64(offset, "offset", "ERR_INVALID_ARG")?;
+    let generation = to_u64(generation, "generation", "ERR_INVALID_ARG")?;
+    Ok(pool.mark_escaped(offset, generation))
 }
 
 /// Whether this process takes the block's handle to have left it; null if

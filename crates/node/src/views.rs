@@ -52,11 +52,24 @@ pub fn check_view_size(len: u64) -> std::result::Result<(), JsError> {
 pub fn release_view(id: u64) -> bool {
     #[cfg(feature = "testing")]
     testing::panic_point();
-    let view = registry().remove_view(id);
+    // Whether the pool is closing is read under the same lock (one lock,
+    // not two, per release): a `close()` that comes later finishes itself
+    // once it finds no view left (`close_pool_inner`).
+    let (view, closing) = {
+        let mut r = registry();
+        let view = r.remove_view(id);
+        let closing = view
+            .as_ref()
+            .and_then(|v| r.pools.get(v.pool_id as usize))
+            .is_some_and(|p| p.closing);
+        (view, closing)
+    };
     match view {
         Some(v) => {
             let _ = v.pool.release(v.offset, v.generation);
-            close_if_unused(v.pool_id);
+            if closing {
+                close_if_unused(v.pool_id);
+            }
             true
         }
         None => false,
@@ -98,13 +111,13 @@ unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint
 /// `wrap_view`, now or later), and writes `[viewId, offset, generation]`
 /// into `out`. On failure the reference is released again.
 pub fn register_view(
-    env: &Env,
+    env: sys::napi_env,
     pool_id: u32,
     pool: Arc<Pool>,
     block: BlockRef,
     byte_offset: u64,
     byte_length: u64,
-    out: Unknown,
+    out: sys::napi_value,
 ) -> std::result::Result<u64, JsError> {
     let data = pool.data_ptr(&block);
     let in_block = byte_offset
@@ -122,7 +135,7 @@ pub fn register_view(
             ),
         ));
     }
-    let Some(slots) = float64_slots(env.raw(), out.raw(), 3) else {
+    let Some(slots) = float64_slots(env, out, 3) else {
         let _ = pool.release(block.offset, block.generation);
         return Err(coded(
             "ERR_INVALID_ARG",
@@ -155,6 +168,13 @@ pub fn register_view(
 /// then on its finalizer owns the view's reference. On failure the
 /// reference stays registered (its owner releases it).
 pub fn wrap_view<'env>(env: &'env Env, id: u64) -> Result<ArrayBuffer<'env>, Code> {
+    let value = wrap_view_raw(env.raw(), id)?;
+    // SAFETY: `value` is the ArrayBuffer napi just created in this env.
+    unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }.map_err(from_napi)
+}
+
+/// `wrap_view`, as the raw napi value.
+pub fn wrap_view_raw(env: sys::napi_env, id: u64) -> std::result::Result<sys::napi_value, JsError> {
     let (ptr, len) = {
         let mut r = registry();
         let Some(view) = r.views.get_mut(&id).filter(|v| !v.wrapped) else {
@@ -178,7 +198,7 @@ pub fn wrap_view<'env>(env: &'env Env, id: u64) -> Result<ArrayBuffer<'env>, Cod
     // only receives the view id.
     let status = unsafe {
         sys::napi_create_external_arraybuffer(
-            env.raw(),
+            env,
             ptr as *mut c_void,
             len,
             Some(finalize_view),
@@ -203,23 +223,22 @@ pub fn wrap_view<'env>(env: &'env Env, id: u64) -> Result<ArrayBuffer<'env>, Cod
         };
         return unwrap(error);
     }
-    // SAFETY: `value` is the ArrayBuffer napi just created in this env.
-    unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }.map_err(from_napi)
+    Ok(value)
 }
 
 /// `register_view` and `wrap_view` at once: on failure the reference is
 /// released again.
-pub fn external_view<'env>(
-    env: &'env Env,
+pub fn external_view(
+    env: sys::napi_env,
     pool_id: u32,
     pool: Arc<Pool>,
     block: BlockRef,
     byte_offset: u64,
     byte_length: u64,
-    out: Unknown,
-) -> Result<ArrayBuffer<'env>, Code> {
+    out: sys::napi_value,
+) -> std::result::Result<sys::napi_value, JsError> {
     let id = register_view(env, pool_id, pool, block, byte_offset, byte_length, out)?;
-    wrap_view(env, id).inspect_err(|_| {
+    wrap_view_raw(env, id).inspect_err(|_| {
         release_view(id);
     })
 }
@@ -231,17 +250,13 @@ fn typed_array_info(
     env: sys::napi_env,
     value: sys::napi_value,
 ) -> Option<(i32, usize, *mut c_void, usize)> {
-    let mut is_typed_array = false;
-    // SAFETY: env and value come from napi for the current call.
-    if unsafe { sys::napi_is_typedarray(env, value, &mut is_typed_array) } != sys::Status::napi_ok
-        || !is_typed_array
-    {
-        return None;
-    }
     let (mut kind, mut length, mut data, mut byte_offset) =
         (0, 0usize, std::ptr::null_mut(), 0usize);
-    // SAFETY: value is a typed array (checked above); the out pointers are
-    // valid locals, and napi accepts null for the buffer we do not need.
+    // One napi call, no `napi_is_typedarray` before it: this one checks
+    // that the value is a typed array itself (`napi_invalid_arg` if not).
+    // SAFETY: env and value come from napi for the current call; the out
+    // pointers are valid locals, and napi accepts null for the buffer we
+    // do not need.
     let status = unsafe {
         sys::napi_get_typedarray_info(
             env,
