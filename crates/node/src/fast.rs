@@ -25,6 +25,7 @@ use napi::bindgen_prelude::*;
 use napi::sys;
 
 use crate::errors::{coded, guard, JsError};
+use crate::TakeRange;
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
@@ -233,36 +234,32 @@ unsafe extern "C" fn allocate(
 
 /// `attach(poolId, offset, generation, byteOffset, byteLength, out)`.
 unsafe extern "C" fn attach(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    // SAFETY: napi's callback arguments.
-    unsafe {
-        call::<6>(env, info, |a| {
-            let pool_id = uint32(env, a[0])?;
-            let fields = handle_fields(env, a)?;
-            crate::view_of_handle(
-                env,
-                pool_id,
-                fields,
-                a[5],
-                arraypool_core::Pool::attach_range,
-            )
-        })
-    }
+    // SAFETY: napi's callback arguments, passed on as they came.
+    unsafe { view_by_handle(env, info, arraypool_core::Pool::attach_range) }
 }
 
 /// `share(poolId, offset, generation, byteOffset, byteLength, out)`.
 unsafe extern "C" fn share(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    // SAFETY: napi's callback arguments.
+    // SAFETY: napi's callback arguments, passed on as they came.
+    unsafe { view_by_handle(env, info, arraypool_core::Pool::share_range) }
+}
+
+/// The body `attach` and `share` have in common: a view of the range a
+/// handle names, the reference taken through `take`.
+///
+/// # Safety
+/// `env` and `info` are the arguments napi gave the callback.
+unsafe fn view_by_handle(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+    take: TakeRange,
+) -> sys::napi_value {
+    // SAFETY: the caller's contract (napi's callback arguments).
     unsafe {
         call::<6>(env, info, |a| {
             let pool_id = uint32(env, a[0])?;
             let fields = handle_fields(env, a)?;
-            crate::view_of_handle(
-                env,
-                pool_id,
-                fields,
-                a[5],
-                arraypool_core::Pool::share_range,
-            )
+            crate::view_of_handle(env, pool_id, fields, a[5], take)
         })
     }
 }

@@ -385,12 +385,16 @@ fn handle([offset, generation, byte_offset, byte_length]: [f64; 4]) -> JsResult<
 
 /// Takes a reference through `take` (attach or share) to the block a handle
 /// names and returns a view of the handle's byte range.
+/// How a view takes its reference to the range a handle names: attach (marks the block transferred) or share.
+pub(crate) type TakeRange =
+    fn(&Pool, &BlockRange) -> arraypool_core::Result<arraypool_core::BlockRef>;
+
 fn view_of_handle(
     env: napi::sys::napi_env,
     pool_id: u32,
     handle_fields: [f64; 4],
     out: napi::sys::napi_value,
-    take: fn(&Pool, &BlockRange) -> arraypool_core::Result<arraypool_core::BlockRef>,
+    take: TakeRange,
 ) -> JsResult<napi::sys::napi_value> {
     let pool = pool(pool_id)?;
     let h = handle(handle_fields)?;
