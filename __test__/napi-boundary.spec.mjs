@@ -95,3 +95,41 @@ test('the shipped addon exports none of the test hooks that can disturb a pool; 
   t.deepEqual(testing.loaded, [process.env.NAPI_RS_NATIVE_LIBRARY_PATH], 'the suite runs on the testing addon');
   for (const name of [...GATED, ...DIAGNOSTICS]) t.true(testing.native.includes(name), name);
 });
+
+test.serial('a bad out array is refused before any block is taken, and a misaligned one is written right', async (t) => {
+  const binding = (await import('../binding.cjs')).default;
+  const { makeTransferable, readHandle, revive, startPool } = await import('../dist/index.js');
+  const pool = startPool();
+  const before = pool.stats();
+  // A block in flight: its handle left, its maker let go.
+  const sent = makeTransferable(new Float64Array(8).fill(3));
+  const h = readHandle(JSON.parse(JSON.stringify(sent)));
+  sent.release();
+  t.is(pool.stats().inFlightBlocks, before.inFlightBlocks + 1);
+  for (const out of [new Float64Array(2), new Uint8Array(24), undefined]) {
+    for (const call of [binding.attach, binding.attachUnviewed]) {
+      t.throws(() => call(pool.id, h.offset, h.generation, 0, 64, out), { code: 'ERR_INVALID_ARG' });
+    }
+    t.throws(() => binding.allocate(pool.id, 64, true, out), { code: 'ERR_INVALID_ARG' });
+  }
+  t.is(pool.stats().inFlightBlocks, before.inFlightBlocks + 1, 'still in flight for its receiver');
+  t.is(pool.stats().usedBytes > before.usedBytes, true);
+  const back = revive(h);
+  t.is(back.array[7], 3);
+  back.release();
+  // A Float64Array at an odd address: over a pool view made at byteOffset 3.
+  const bytes = makeTransferable(new Uint8Array(64));
+  const out = new Float64Array(3);
+  const { offset, generation } = readHandle(bytes); // reading bytes.generation would mark it as sent
+  const odd = binding.share(pool.id, offset, generation, 3, 32, out);
+  const oddId = out[0];
+  const aligned = new Float64Array(4);
+  t.true(binding.locateView(bytes.array, aligned));
+  const misaligned = new Float64Array(odd, 0, 4);
+  t.true(binding.locateView(bytes.array, misaligned));
+  t.deepEqual([...misaligned], [...aligned]);
+  binding.release(oddId, odd);
+  bytes.release();
+  t.is(pool.stats().usedBytes, before.usedBytes);
+  t.is(pool.stats().inFlightBlocks, before.inFlightBlocks);
+});

@@ -245,11 +245,12 @@ fn allocate_inner(
 ) -> JsResult<napi::sys::napi_value> {
     let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
     views::check_view_size(len)?;
+    let out = views::out_slots(env, out, 3)?;
     let pool = pool(pool_id)?;
     let block = pool
         .allocate_local(len, transfer_required)
         .map_err(from_pool)?;
-    views::external_view(env, pool_id, pool, block, 0, len, out)
+    views::external_view(env, pool_id, pool, block, 0, len, &out)
 }
 
 /// The ArrayBuffer `value` (one the binding just made) as napi-rs's type.
@@ -304,6 +305,7 @@ fn allocate_copy_inner(
         ));
     }
     views::check_view_size(len)?;
+    let out = views::out_slots(env, out, 3)?;
     let pool = pool(pool_id)?;
     let block = pool
         .allocate_local(len, transfer_required)
@@ -318,7 +320,7 @@ fn allocate_copy_inner(
         unsafe { std::ptr::copy(from, to, len as usize) };
     }
     // A null `to` is refused by `register_view`, which releases the block.
-    views::register_view(env, pool_id, pool, block, 0, len, out).map(|_| ())
+    views::register_view(pool_id, pool, block, 0, len, &out).map(|_| ())
 }
 
 /// `attach` without the view: the reference is registered (`viewOf` makes
@@ -353,8 +355,9 @@ fn attach_unviewed_inner(
     let pool = pool(pool_id)?;
     let h = handle(handle_fields)?;
     views::check_view_size(h.byte_length)?;
+    let out = views::out_slots(env, out, 3)?;
     let block = pool.attach_range(&h).map_err(from_pool)?;
-    views::register_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out).map(|_| ())
+    views::register_view(pool_id, pool, block, h.byte_offset, h.byte_length, &out).map(|_| ())
 }
 
 /// The external ArrayBuffer of a view registered without one
@@ -383,12 +386,12 @@ fn handle([offset, generation, byte_offset, byte_length]: [f64; 4]) -> JsResult<
     })
 }
 
-/// Takes a reference through `take` (attach or share) to the block a handle
-/// names and returns a view of the handle's byte range.
 /// How a view takes its reference to the range a handle names: attach (marks the block transferred) or share.
 pub(crate) type TakeRange =
     fn(&Pool, &BlockRange) -> arraypool_core::Result<arraypool_core::BlockRef>;
 
+/// Takes a reference through `take` (attach or share) to the block a handle
+/// names and returns a view of the handle's byte range.
 fn view_of_handle(
     env: napi::sys::napi_env,
     pool_id: u32,
@@ -399,8 +402,17 @@ fn view_of_handle(
     let pool = pool(pool_id)?;
     let h = handle(handle_fields)?;
     views::check_view_size(h.byte_length)?;
+    let out = views::out_slots(env, out, 3)?;
     let block = take(&pool, &h).map_err(from_pool)?;
-    views::external_view(env, pool_id, pool, block, h.byte_offset, h.byte_length, out)
+    views::external_view(
+        env,
+        pool_id,
+        pool,
+        block,
+        h.byte_offset,
+        h.byte_length,
+        &out,
+    )
 }
 
 /// Attaches the block a handle names (marking it transferred) and returns a
@@ -464,15 +476,10 @@ fn locate_view_inner(
     view: napi::sys::napi_value,
     out: napi::sys::napi_value,
 ) -> JsResult<bool> {
-    let Some(slots) = views::float64_slots(env, out, 4) else {
-        return Err(coded(
-            "ERR_INVALID_ARG",
-            "out must be a Float64Array of length >= 4",
-        ));
-    };
+    let out = views::out_slots(env, out, 4)?;
     match views::locate(env, view) {
         Some(found) => {
-            slots[..4].copy_from_slice(&found);
+            out.write(&found);
             Ok(true)
         }
         None => Ok(false),

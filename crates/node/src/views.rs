@@ -109,15 +109,15 @@ unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint
 /// Registers the reference to `[data + byte_offset, +byte_length)` of a
 /// block this process just took, as a view id (its ArrayBuffer is made by
 /// `wrap_view`, now or later), and writes `[viewId, offset, generation]`
-/// into `out`. On failure the reference is released again.
+/// into `out` (checked by the caller before it took the block). On failure
+/// the reference is released again.
 pub fn register_view(
-    env: sys::napi_env,
     pool_id: u32,
     pool: Arc<Pool>,
     block: BlockRef,
     byte_offset: u64,
     byte_length: u64,
-    out: sys::napi_value,
+    out: &OutSlots,
 ) -> std::result::Result<u64, JsError> {
     let data = pool.data_ptr(&block);
     let in_block = byte_offset
@@ -135,13 +135,6 @@ pub fn register_view(
             ),
         ));
     }
-    let Some(slots) = float64_slots(env, out, 3) else {
-        let _ = pool.release(block.offset, block.generation);
-        return Err(coded(
-            "ERR_INVALID_ARG",
-            "out must be a Float64Array of length >= 3",
-        ));
-    };
     // SAFETY: byte_offset + byte_length lies inside the block's data
     // (checked just above; `data_ptr` checked the block against the
     // mapping), which stays mapped for the process's life.
@@ -158,9 +151,7 @@ pub fn register_view(
         },
         byte_offset,
     );
-    slots[0] = id as f64;
-    slots[1] = block.offset as f64;
-    slots[2] = block.generation as f64;
+    out.write(&[id as f64, block.offset as f64, block.generation as f64]);
     Ok(id)
 }
 
@@ -235,9 +226,9 @@ pub fn external_view(
     block: BlockRef,
     byte_offset: u64,
     byte_length: u64,
-    out: sys::napi_value,
+    out: &OutSlots,
 ) -> std::result::Result<sys::napi_value, JsError> {
-    let id = register_view(env, pool_id, pool, block, byte_offset, byte_length, out)?;
+    let id = register_view(pool_id, pool, block, byte_offset, byte_length, out)?;
     wrap_view_raw(env, id).inspect_err(|_| {
         release_view(id);
     })
@@ -288,22 +279,48 @@ pub fn typed_array_bytes(env: sys::napi_env, value: sys::napi_value) -> Option<(
     Some((data.cast_const().cast::<u8>(), bytes as u64))
 }
 
-/// The elements of a Float64Array argument, read in place. napi-rs's own
-/// `Float64Array` parameter type costs a reference per call, measurable on
-/// the allocate path. None if it is not a Float64Array of at least `min`.
-pub fn float64_slots<'a>(
+/// A caller's `out` Float64Array, where a call writes its small results
+/// (saves an object per call; napi-rs's own `Float64Array` parameter type
+/// costs a reference per call). Checked before the call does anything, so
+/// that a bad `out` never leaves a block taken (an attach would mark an
+/// in-flight block transferred, and its release then free it).
+pub struct OutSlots {
+    data: *mut f64,
+    len: usize,
+}
+
+impl OutSlots {
+    /// Writes `values` to the first slots (as many as fit).
+    pub fn write(&self, values: &[f64]) {
+        for (i, v) in values.iter().take(self.len).enumerate() {
+            // SAFETY: `i < len`, the array's element count that napi
+            // reported, alive for the current call (`out_slots`). Unaligned:
+            // a Float64Array may sit at an odd address (one over a pool
+            // view made at an odd byteOffset).
+            unsafe { self.data.add(i).write_unaligned(*v) };
+        }
+    }
+}
+
+/// The `out` argument as OutSlots; ERR_INVALID_ARG unless it is a
+/// Float64Array of at least `min` elements.
+pub fn out_slots(
     env: sys::napi_env,
     value: sys::napi_value,
     min: usize,
-) -> Option<&'a mut [f64]> {
-    let (kind, length, data, _) = typed_array_info(env, value)?;
-    if kind != sys::TypedarrayType::float64_array || length < min {
-        return None;
+) -> std::result::Result<OutSlots, JsError> {
+    match typed_array_info(env, value) {
+        Some((kind, len, data, _)) if kind == sys::TypedarrayType::float64_array && len >= min => {
+            Ok(OutSlots {
+                data: data.cast::<f64>(),
+                len,
+            })
+        }
+        _ => Err(coded(
+            "ERR_INVALID_ARG",
+            format!("out must be a Float64Array of length >= {min}"),
+        )),
     }
-    // SAFETY: napi reports `length` f64 elements at `data` (8-byte aligned
-    // for a Float64Array), alive for the current call, which is as long as
-    // the caller uses the slice.
-    Some(unsafe { std::slice::from_raw_parts_mut(data.cast::<f64>(), length) })
 }
 
 /// The block behind a typed array over pool memory (made from any view this
