@@ -252,6 +252,30 @@ test('a compact handle is read strictly: one spelling per handle', (t) => {
   a.release();
 });
 
+test('a handle naming another segment or dtype than the one before is checked in full', (t) => {
+  // The parser reuses the segment and dtype of the last handle it read when
+  // the next one spells exactly the same text; anything else is checked anew.
+  const a = makeTransferable(new Float64Array(8));
+  const text = JSON.parse(JSON.stringify(a)).__arraypool__;
+  const fields = text.split(':');
+  const spelled = (changes) => ({ __arraypool__: Object.assign([...fields], changes).join(':') });
+  t.is(readHandle({ __arraypool__: text }).segment, fields[1]);
+  for (const segment of [`${fields[1]}\u0001`, `${fields[1]}\u00e9`, `${fields[1].slice(0, -1)}\n`]) {
+    t.throws(() => readHandle(spelled({ 1: segment })), { code: 'ERR_INVALID_HANDLE' }, JSON.stringify(segment));
+    t.is(readHandle({ __arraypool__: text }).segment, fields[1], 'the good one still reads');
+  }
+  const sameLength = `${fields[1].slice(0, -1)}${fields[1].endsWith('0') ? '1' : '0'}`;
+  t.throws(() => revive(spelled({ 1: sameLength })), { code: 'ERR_SEGMENT_NOT_FOUND' }, 'another name of the same length');
+  for (const dtype of ['float6', 'float64x', 'float64 ']) {
+    t.throws(() => readHandle(spelled({ 6: dtype })), { code: 'ERR_INVALID_HANDLE' }, JSON.stringify(dtype));
+  }
+  const asInt32 = readHandle(spelled({ 6: 'int32', 7: '16' }));
+  t.is(asInt32.dtype, 'int32');
+  t.deepEqual(asInt32.shape, [16]);
+  t.is(readHandle({ __arraypool__: text }).dtype, 'float64', 'and back');
+  a.release();
+});
+
 test.serial('withPool releases everything the scope took, sync and async', async (t) => {
   const before = pool.stats().heldReferences;
   const kept = withPool(() => {

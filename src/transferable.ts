@@ -475,7 +475,8 @@ export function makeTransferable<T extends PoolTypedArray>(
   const facts = viewFacts(array, 'makeTransferable');
   const transferRequired = transferRequiredOf(options, 'makeTransferable');
   const given = options.shape;
-  const { dims, size } = checkShape(given === undefined ? [facts.length] : given);
+  // A typed array's length is a safe integer: its own shape needs no check.
+  const { dims, size } = given === undefined ? { dims: [facts.length], size: facts.length } : checkShape(given);
   if (size !== facts.length) {
     throw new ArrayPoolError('ERR_INVALID_SHAPE', `shape [${dims.join(', ')}] has ${size} elements, the array ${facts.length}`);
   }

@@ -36,7 +36,10 @@ pub fn coded(code: &'static str, message: impl Into<String>) -> JsError {
 /// A JS number that must be a non-negative safe integer.
 pub fn to_u64(value: f64, what: &str, code: &'static str) -> std::result::Result<u64, JsError> {
     const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
-    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= MAX_SAFE {
+    // In range first, so that the cast is exact for integers; the round trip
+    // then finds fractions (and NaN, which fails the range test) without
+    // `fract()`, a libm call on every argument of every call.
+    if (0.0..=MAX_SAFE).contains(&value) && (value as u64) as f64 == value {
         Ok(value as u64)
     } else {
         Err(coded(
