@@ -440,3 +440,84 @@ test.serial('revive that fails midway releases what it had attached', (t) => {
   t.is(pool.stats().heldReferences, before);
   a.release();
 });
+
+test.serial('the native reader of compact handles takes only what the JS reader accepts, with the same fields', async (t) => {
+  // revive's fast path (binding.attachCompact) reads a compact handle of a
+  // known pool in one call; anything else must be left to the JS reader
+  // (false, nothing taken), so that both readers decide alike.
+  const binding = (await import('../binding.cjs')).default;
+  const dtypes = ['int8', 'uint8', 'uint8clamped', 'int16', 'uint16', 'int32', 'uint32', 'float32', 'float64', 'bigint64', 'biguint64', 'buffer'];
+  const before = pool.stats();
+  const live = makeTransferable(new Float64Array(64).fill(1));
+  const base = JSON.parse(JSON.stringify(live)).__arraypool__;
+  const out = new Float64Array(39);
+  let seed = 2468;
+  const rng = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const outcomes = { taken: 0, left: 0, thrown: 0 };
+  for (let i = 0; i < 5000; i++) {
+    const text = i === 0 ? base : randomCompact(rng, base);
+    let js;
+    try {
+      js = readHandle({ __arraypool__: text });
+    } catch (error) {
+      js = error;
+    }
+    let taken;
+    try {
+      taken = binding.attachCompact(pool.id, text, out);
+    } catch (error) {
+      outcomes.thrown++;
+      t.false(js instanceof Error, `thrown only for a handle JS reads: ${text}`);
+      t.is(js.segment, pool.name);
+      t.regex(error.code, /^ERR_/);
+      continue;
+    }
+    if (!taken) {
+      outcomes.left++;
+      t.true(js instanceof Error || js.segment !== pool.name, `left a handle of this pool that JS reads: ${text}`);
+      continue;
+    }
+    outcomes.taken++;
+    t.false(js instanceof Error, `taken, but JS refuses it: ${text}`);
+    const shape = Array.from(out.subarray(7, 7 + out[6]));
+    t.deepEqual(
+      { segment: pool.name, offset: out[1], generation: out[2], byteOffset: out[3], byteLength: out[4], dtype: dtypes[out[5]], shape },
+      { segment: js.segment, offset: js.offset, generation: js.generation, byteOffset: js.byteOffset, byteLength: js.byteLength, dtype: js.dtype, shape: [...js.shape] },
+      text,
+    );
+    binding.release(out[0], undefined);
+  }
+  t.log(`compact handles read natively: ${JSON.stringify(outcomes)}`);
+  t.true(outcomes.taken > 0 && outcomes.left > 0);
+  // Not strings, strings no handle has, another pool id: nothing taken.
+  const foreign = [undefined, 42, {}, null, Symbol('x'), base.replace('float64', 'float٦4'), base.replace(':', '\uD800:'), `${base}${'0'.repeat(1100)}`];
+  for (const text of foreign) t.false(binding.attachCompact(pool.id, text, out), String(text?.toString?.()));
+  t.false(binding.attachCompact(pool.id + 1000, base, out), 'no such pool');
+  t.throws(() => binding.attachCompact(pool.id, base, new Float64Array(3)), { code: 'ERR_INVALID_ARG' }, 'out too short');
+  live.release();
+  t.is(pool.stats().usedBytes, before.usedBytes);
+  t.is(pool.check().violation, null);
+});
+
+test('revive gives every dtype and shape as the handle says, and a stale compact handle is ERR_STALE_HANDLE', (t) => {
+  const dtypes = ['int8', 'uint8', 'uint8clamped', 'int16', 'uint16', 'int32', 'uint32', 'float32', 'float64', 'bigint64', 'biguint64', 'buffer'];
+  for (const dtype of dtypes) {
+    for (const shape of [[6], [2, 3], [0, 4], [1, 1, 1, 2]]) {
+      const a = zeros(dtype, shape);
+      const text = JSON.parse(JSON.stringify(a)).__arraypool__;
+      // Twice: the first may take the slow path (a pool not seen before), the second takes the fast one.
+      for (let i = 0; i < 2; i++) {
+        const r = revive({ __arraypool__: text });
+        t.is(r.dtype, dtype);
+        t.deepEqual(r.shape, shape);
+        t.true(Object.isFrozen(r.shape));
+        t.is(r.array.constructor, a.array.constructor);
+        t.is(r.array.length, a.array.length);
+        t.is(JSON.parse(JSON.stringify(r)).__arraypool__, text);
+        r.release();
+      }
+      a.release();
+      t.throws(() => revive({ __arraypool__: text }), { code: 'ERR_STALE_HANDLE' }, `${dtype} ${shape}`);
+    }
+  }
+});

@@ -75,7 +75,14 @@ export function ownData(value: object, key: PropertyKey): unknown {
 
 /** Whether a value claims to be a handle (it may still be malformed). */
 export function looksLikeHandle(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && ownData(value, '__arraypool__') !== undefined;
+  // `hasOwn` first: it makes no descriptor object, and most objects a
+  // message carries are not handles.
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    Object.hasOwn(value, '__arraypool__') &&
+    ownData(value, '__arraypool__') !== undefined
+  );
 }
 
 /** A short description of a received value for an error message (never runs its code: no toString). */

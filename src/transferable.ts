@@ -35,6 +35,7 @@ import {
   checkShape,
   compactHandle,
   looksLikeHandle,
+  ownData,
   parseHandle,
   show,
   type CompactHandle,
@@ -47,8 +48,15 @@ import { adoptIntoScope } from './scope.js';
 // One view can be as large as one Buffer on this Node (4 GiB on 20, 2^53 - 1 from 22).
 binding.setMaxViewBytes(bufferConstants.MAX_LENGTH);
 
-/** `[viewId, offset, generation]`, written by the binding (saves an object per call). */
-const out = new Float64Array(3);
+/**
+ * `[viewId, offset, generation]`, written by the binding (saves an object
+ * per call); `attachCompact` writes `[..., byteOffset, byteLength, dtype
+ * index, ndims, d0, d1, ...]` after them (up to 32 dimensions).
+ */
+const out = new Float64Array(3 + 4 + 32);
+
+/** The dtypes by the index `attachCompact` writes (the order of DTYPES, as in the core's COMPACT_DTYPES). */
+const DTYPE_BY_INDEX = Object.keys(DTYPES) as DType[];
 
 /** `[poolId, offset, generation, byteOffset]`, written by `locateView`. */
 const located = new Float64Array(4);
@@ -565,8 +573,44 @@ export function readHandle(value: unknown): TransferableHandle {
   return { __arraypool__: HANDLE_FORMAT, ...fields };
 }
 
+/**
+ * The pool the last compact handle revived here named, as `pool.name`
+ * spells it: the next one most likely names it too (see `attachCompact`).
+ */
+let compactPool: Pool | undefined;
+
+/**
+ * The fast path of reviving a compact handle: one native call reads the
+ * string and attaches the block when the handle names `compactPool`, in
+ * its one spelling; undefined, with nothing taken, for any other string
+ * (the slow path then reads it and gives a malformed one its error).
+ */
+function attachCompact(text: string): TransferableArray | undefined {
+  const pool = compactPool;
+  if (pool === undefined || pool.closed) return undefined;
+  if (!native(() => binding.attachCompact(pool.id, text, out))) return undefined;
+  const ndims = out[6] as number;
+  const shape: number[] = [];
+  for (let i = 0; i < ndims; i++) shape.push(out[7 + i] as number);
+  const handle: HandleFields = {
+    segment: pool.name,
+    offset: out[1] as number,
+    generation: out[2] as number,
+    byteOffset: out[3] as number,
+    byteLength: out[4] as number,
+    dtype: DTYPE_BY_INDEX[out[5] as number] as DType,
+    shape,
+  };
+  return new TransferableArray(pool, undefined, handle, true, text);
+}
+
 /** Turns one received handle into a live TransferableArray (marks the block transferred). */
 export function attachHandle(value: Record<string, unknown>): TransferableArray {
+  const format = ownData(value, '__arraypool__');
+  if (typeof format === 'string') {
+    const attached = attachCompact(format);
+    if (attached !== undefined) return attached;
+  }
   const h = parseHandle(value);
   let pool: Pool;
   try {
@@ -585,7 +629,10 @@ export function attachHandle(value: Record<string, unknown>): TransferableArray 
   // The pool's own spelling of its name (a handle may say `/arraypool-...`);
   // a compact string that spells it so is the array's handle as it is.
   // Attached: the block is transferred, so its handle needs no mark.
-  if (h.segment === pool.name) return new TransferableArray(pool, undefined, h, true, h.compact);
+  if (h.segment === pool.name) {
+    if (h.compact !== undefined) compactPool = pool;
+    return new TransferableArray(pool, undefined, h, true, h.compact);
+  }
   return new TransferableArray(pool, undefined, { ...h, segment: pool.name }, true);
 }
 
@@ -608,6 +655,17 @@ export function revive<T>(value: T): T {
     for (const t of attached) t.release();
     throw error;
   }
+}
+
+/**
+ * An object whose prototype is Object.prototype or null: what structured
+ * clone and JSON make of an object. Asked before the Map and Set checks,
+ * which are calls into C++ (a Map or Set whose prototype was set to one of
+ * these is walked as a plain object: its entries are not visited).
+ */
+function isPlainObject(node: object): boolean {
+  const proto: unknown = Object.getPrototypeOf(node);
+  return proto === Object.prototype || proto === null;
 }
 
 /** Returned by a `reviveMessage` leaf function for objects it does not replace. */
@@ -664,6 +722,8 @@ export function reviveMessage(value: unknown, leaf: (node: object) => unknown): 
         const element: unknown = node[i];
         if (typeof element === 'object' && element !== null) visitProperty(node, i, element);
       }
+    } else if (isPlainObject(node)) {
+      for (const key of Object.keys(node)) visitProperty(node, key, NO_VALUE);
     } else if (types.isMap(node)) {
       const entries = [...(mapEntries.call(node) as IterableIterator<[unknown, unknown]>)];
       const next = entries.map(([k, v]): [unknown, unknown] => [visit(k), visit(v)]);
@@ -678,8 +738,6 @@ export function reviveMessage(value: unknown, leaf: (node: object) => unknown): 
         setClear.call(node);
         for (const v of next) setAdd.call(node, v);
       }
-    } else if (Object.getPrototypeOf(node) === Object.prototype || Object.getPrototypeOf(node) === null) {
-      for (const key of Object.keys(node)) visitProperty(node, key, NO_VALUE);
     }
     return node;
   };

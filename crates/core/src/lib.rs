@@ -41,6 +41,7 @@ mod block_cache;
 pub mod blocks;
 mod capacity;
 mod check;
+pub mod compact;
 pub mod error;
 mod file_locks;
 pub mod handle;

@@ -1,6 +1,6 @@
 //! Plain Node-API callbacks for the exports on the JS hot paths: making
 //! and releasing arrays and views (`allocate`, `allocateCopy`, `attach`,
-//! `attachUnviewed`, `share`, `viewOf`, `release`), and what a send or a
+//! `attachUnviewed`, `attachCompact`, `share`, `viewOf`, `release`), and what a send or a
 //! `TransferableArray.from` asks per array (`markEscaped`, `locateView`).
 //!
 //! Why: napi-rs 3 wraps every generated callback that takes arguments in
@@ -31,11 +31,12 @@ type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> 
 
 /// Replaces the hot exports on `exports` with the plain callbacks.
 pub fn install(env: sys::napi_env, exports: sys::napi_value) -> Result<()> {
-    let exports_list: [(&CStr, Callback); 9] = [
+    let exports_list: [(&CStr, Callback); 10] = [
         (c"allocate", allocate),
         (c"allocateCopy", allocate_copy),
         (c"attach", attach),
         (c"attachUnviewed", attach_unviewed),
+        (c"attachCompact", attach_compact),
         (c"share", share),
         (c"viewOf", view_of),
         (c"release", release),
@@ -157,6 +158,23 @@ unsafe extern "C" fn attach_unviewed(
             let fields = handle_fields(env, a)?;
             crate::attach_unviewed_inner(env, pool_id, fields, a[5])?;
             Ok(undefined())
+        })
+    }
+}
+
+/// `attachCompact(poolId, text, out)`.
+unsafe extern "C" fn attach_compact(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: napi's callback arguments.
+    unsafe {
+        call::<3>(env, info, |a| {
+            let pool_id = uint32(env, a[0])?;
+            js_boolean(
+                env,
+                crate::compact::attach_compact_inner(env, pool_id, a[1], a[2])?,
+            )
         })
     }
 }

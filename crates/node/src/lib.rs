@@ -21,6 +21,7 @@ compile_error!(
 );
 
 pub mod blocks;
+pub mod compact;
 mod errors;
 mod exit;
 mod fast;

@@ -292,12 +292,18 @@ pub struct OutSlots {
 impl OutSlots {
     /// Writes `values` to the first slots (as many as fit).
     pub fn write(&self, values: &[f64]) {
-        for (i, v) in values.iter().take(self.len).enumerate() {
-            // SAFETY: `i < len`, the array's element count that napi
+        self.write_from(0, values);
+    }
+
+    /// Writes `values` to the slots from `start` on (as many as fit).
+    pub fn write_from(&self, start: usize, values: &[f64]) {
+        let room = self.len.saturating_sub(start);
+        for (i, v) in values.iter().take(room).enumerate() {
+            // SAFETY: `start + i < len`, the array's element count that napi
             // reported, alive for the current call (`out_slots`). Unaligned:
             // a Float64Array may sit at an odd address (one over a pool
             // view made at an odd byteOffset).
-            unsafe { self.data.add(i).write_unaligned(*v) };
+            unsafe { self.data.add(start + i).write_unaligned(*v) };
         }
     }
 }

@@ -1,0 +1,97 @@
+//! `attachCompact`: reads a compact handle naming a known pool and attaches
+//! it in one call, the fast path of `revive` (src/transferable.ts). Reviving
+//! runs cold, once per array a message carries: the JS reader, the pool
+//! lookup and the attach call were ~7.5 µs of a ~15 µs revive in the message
+//! loop (Node 24, bench scenario 4), each piece several times its warm cost.
+//!
+//! The string is read by `arraypool_core::compact::parse_compact`, which
+//! accepts only the one spelling of a handle naming this pool; for anything
+//! else this takes nothing and answers `false`, and JS reads the string the
+//! slow way (which gives a malformed handle its error).
+
+use napi::bindgen_prelude::*;
+use napi::sys;
+use napi_derive::napi;
+
+use arraypool_core::compact::{parse_compact, MAX_COMPACT_LEN, MAX_DIMS};
+
+use crate::errors::{from_pool, guard, Code, JsError};
+use crate::views::{self, OutSlots};
+
+/// What `attachCompact` writes to `out`: `[viewId, offset, generation,
+/// byteOffset, byteLength, dtype index, ndims, d0, d1, ...]`.
+pub const COMPACT_OUT_SLOTS: usize = 7 + MAX_DIMS;
+
+/// `attachCompact(poolId, text, out)`: `true` once the handle `text` names
+/// pool `poolId` and was attached (a lazy view, as `attachUnviewed` makes;
+/// see `COMPACT_OUT_SLOTS` for `out`); `false`, having taken nothing, for
+/// any string that is not such a handle. A handle of the pool that cannot be
+/// attached (stale, out of range) throws what `attachUnviewed` throws.
+#[napi(catch_unwind)]
+pub fn attach_compact(env: &Env, pool_id: u32, text: Unknown, out: Unknown) -> Result<bool, Code> {
+    guard(|| attach_compact_inner(env.raw(), pool_id, text.raw(), out.raw()))
+}
+
+pub(crate) fn attach_compact_inner(
+    env: sys::napi_env,
+    pool_id: u32,
+    text: sys::napi_value,
+    out: sys::napi_value,
+) -> std::result::Result<bool, JsError> {
+    let out = views::out_slots(env, out, COMPACT_OUT_SLOTS)?;
+    // One byte more than the longest handle: a longer string fills it and
+    // is left to the slow reader (which refuses it with its message).
+    let mut bytes = [0u8; MAX_COMPACT_LEN + 1];
+    let mut len = 0usize;
+    // SAFETY: `bytes` has room for `bytes.len()` bytes, NUL included; napi
+    // writes at most that and the count written (NUL excluded) to `len`.
+    // UTF-8, not Latin-1: napi's Latin-1 keeps only the low byte of a wider
+    // character, which could turn a foreign character into a digit; in
+    // UTF-8 every non-ASCII character is bytes the reader refuses.
+    let status = unsafe {
+        sys::napi_get_value_string_utf8(env, text, bytes.as_mut_ptr().cast(), bytes.len(), &mut len)
+    };
+    if status != sys::Status::napi_ok || len > MAX_COMPACT_LEN {
+        return Ok(false);
+    }
+    // A pool this process cannot use (closed, or never opened under this
+    // id) is the slow path's to report.
+    let Ok(pool) = crate::pool(pool_id) else {
+        return Ok(false);
+    };
+    let Some(h) = parse_compact(&bytes[..len], pool.name()) else {
+        return Ok(false);
+    };
+    attach_parsed(pool_id, pool, &h, &out)?;
+    Ok(true)
+}
+
+/// Attaches a parsed handle as `attachUnviewed` does and writes the rest of
+/// its fields after the three `register_view` writes.
+fn attach_parsed(
+    pool_id: u32,
+    pool: std::sync::Arc<arraypool_core::Pool>,
+    h: &arraypool_core::compact::CompactHandle,
+    out: &OutSlots,
+) -> std::result::Result<(), JsError> {
+    views::check_view_size(h.range.byte_length)?;
+    let block = pool.attach_range(&h.range).map_err(from_pool)?;
+    views::register_view(
+        pool_id,
+        pool,
+        block,
+        h.range.byte_offset,
+        h.range.byte_length,
+        out,
+    )?;
+    let mut rest = [0f64; COMPACT_OUT_SLOTS - 3];
+    rest[0] = h.range.byte_offset as f64;
+    rest[1] = h.range.byte_length as f64;
+    rest[2] = h.dtype as f64;
+    rest[3] = h.ndims as f64;
+    for (slot, dim) in rest[4..].iter_mut().zip(h.shape()) {
+        *slot = *dim as f64;
+    }
+    out.write_from(3, &rest[..4 + h.ndims]);
+    Ok(())
+}
