@@ -9,13 +9,16 @@
 //! else this takes nothing and answers `false`, and JS reads the string the
 //! slow way (which gives a malformed handle its error).
 
+use std::sync::Arc;
+
+use arraypool_core::Pool;
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 
-use arraypool_core::compact::{parse_compact, MAX_COMPACT_LEN, MAX_DIMS};
+use arraypool_core::compact::{parse_compact, CompactHandle, MAX_COMPACT_LEN, MAX_DIMS};
 
-use crate::errors::{from_pool, guard, Code, JsError};
+use crate::errors::{guard, Code, JsError};
 use crate::views::{self, OutSlots};
 
 /// What `attachCompact` writes to `out`: `[viewId, offset, generation,
@@ -67,23 +70,15 @@ pub(crate) fn attach_compact_inner(
 }
 
 /// Attaches a parsed handle as `attachUnviewed` does and writes the rest of
-/// its fields after the three `register_view` writes.
+/// its fields after the three the registration writes.
 fn attach_parsed(
     pool_id: u32,
-    pool: std::sync::Arc<arraypool_core::Pool>,
-    h: &arraypool_core::compact::CompactHandle,
+    pool: Arc<Pool>,
+    h: &CompactHandle,
     out: &OutSlots,
 ) -> std::result::Result<(), JsError> {
     views::check_view_size(h.range.byte_length)?;
-    let block = pool.attach_range(&h.range).map_err(from_pool)?;
-    views::register_view(
-        pool_id,
-        pool,
-        block,
-        h.range.byte_offset,
-        h.range.byte_length,
-        out,
-    )?;
+    crate::attach_range_unviewed(pool_id, pool, &h.range, out)?;
     let mut rest = [0f64; COMPACT_OUT_SLOTS - 3];
     rest[0] = h.range.byte_offset as f64;
     rest[1] = h.range.byte_length as f64;

@@ -357,8 +357,21 @@ fn attach_unviewed_inner(
     let h = handle(handle_fields)?;
     views::check_view_size(h.byte_length)?;
     let out = views::out_slots(env, out, 3)?;
-    let block = pool.attach_range(&h).map_err(from_pool)?;
-    views::register_view(pool_id, pool, block, h.byte_offset, h.byte_length, &out).map(|_| ())
+    attach_range_unviewed(pool_id, pool, &h, &out)
+}
+
+/// Attaches `h` and registers the reference without its view, writing
+/// `[viewId, offset, generation]` to `out` (checked by the caller, as the
+/// view's size: nothing may fail after the block is taken but the
+/// registration, which gives the block back if it fails).
+fn attach_range_unviewed(
+    pool_id: u32,
+    pool: Arc<Pool>,
+    h: &BlockRange,
+    out: &views::OutSlots,
+) -> JsResult<()> {
+    let block = pool.attach_range(h).map_err(from_pool)?;
+    views::register_view(pool_id, pool, block, h.byte_offset, h.byte_length, out).map(|_| ())
 }
 
 /// The external ArrayBuffer of a view registered without one
