@@ -97,6 +97,7 @@ impl LocalState {
 
     /// Records the block just taken at `offset` (first reference): over
     /// the entry its cached life left, if any, else as a new entry.
+    #[inline(always)]
     pub fn took(&mut self, offset: u64, taken: LocalRef) {
         match self.refs.get_mut(&offset) {
             Some(entry) => *entry = taken,

@@ -281,6 +281,7 @@ impl Pool {
     /// Takes the next generation from the header's counter (under the lock,
     /// journaled): every allocation and every caching of a block gets a new
     /// one, so a handle to its previous life is stale.
+    #[inline(always)]
     pub(crate) fn issue_generation(&self) -> Result<u64> {
         let h = self.view.header();
         let generation = h.next_generation.load(Relaxed);
@@ -330,13 +331,13 @@ impl Pool {
             });
             match reused {
                 // Another process reclaimed it (a full pool): allocate as usual.
-                Ok(None) => state.forget_cached(cached.offset),
-                Ok(Some(block)) => {
+                Ok(false) => state.forget_cached(cached.offset),
+                Ok(true) => {
                     state.took(
-                        block.offset,
-                        LocalRef::new(block.generation, len, escaped, cached.size),
+                        cached.offset,
+                        LocalRef::new(cached.generation, len, escaped, cached.size),
                     );
-                    return Ok(block);
+                    return Ok(cached.taken(len));
                 }
                 Err(e) => {
                     if let PoolError::LockTimeout { .. } = e {

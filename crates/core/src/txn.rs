@@ -32,6 +32,7 @@ impl Pool {
     /// unfinished transaction of a dead owner is rolled back, dead
     /// processes are reaped after a takeover, and this process's queued
     /// releases are done (each its own transaction).
+    #[inline(always)]
     pub(crate) fn critical_section<T>(
         &self,
         wait: Wait,
@@ -60,6 +61,7 @@ impl Pool {
     }
 
     /// Ends the current transaction the way its result says.
+    #[inline(always)]
     pub(crate) fn committed<T>(&self, result: Result<T>) -> Result<T> {
         match result {
             Ok(_) => self.view.commit(),
