@@ -323,16 +323,21 @@ impl Pool {
         };
         let sweep_due = self.sweep_due();
         if let Some(cached) = state.cache.take(size) {
-            let reused = self.critical_section(self.wait(), |heap| {
+            // A flag beside the result, not in it: a `Result<bool>` was
+            // copied through the stack, its bool's byte read back as part
+            // of a word (a store-forwarding stall).
+            let mut reused = false;
+            let done = self.critical_section(self.wait(), |heap| {
                 if sweep_due {
                     self.reap_locked(heap)?;
                 }
-                self.reuse_cached(heap, &cached, len, transfer_required)
+                reused = self.reuse_cached(heap, &cached, len, transfer_required)?;
+                Ok(())
             });
-            match reused {
+            match done {
                 // Another process reclaimed it (a full pool): allocate as usual.
-                Ok(false) => state.forget_cached(cached.offset),
-                Ok(true) => {
+                Ok(()) if !reused => state.forget_cached(cached.offset),
+                Ok(()) => {
                     state.took(
                         cached.offset,
                         LocalRef::new(cached.generation, len, escaped, cached.size),
