@@ -97,9 +97,19 @@ impl LocalState {
 
     /// Records the block just taken at `offset` (first reference): over
     /// the entry its cached life left, if any, else as a new entry.
+    #[inline(always)]
     pub fn took(&mut self, offset: u64, taken: LocalRef) {
         match self.refs.get_mut(&offset) {
-            Some(entry) => *entry = taken,
+            // Field by field: a whole-struct copy went through the stack,
+            // and the bool's byte was read back as part of a word (a
+            // store-forwarding stall, ~4 ns per cached allocation).
+            Some(entry) => {
+                entry.generation = taken.generation;
+                entry.data_len = taken.data_len;
+                entry.count = taken.count;
+                entry.escaped = taken.escaped;
+                entry.block_size = taken.block_size;
+            }
             None => {
                 self.refs.insert(offset, taken);
             }

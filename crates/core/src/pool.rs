@@ -281,6 +281,7 @@ impl Pool {
     /// Takes the next generation from the header's counter (under the lock,
     /// journaled): every allocation and every caching of a block gets a new
     /// one, so a handle to its previous life is stale.
+    #[inline(always)]
     pub(crate) fn issue_generation(&self) -> Result<u64> {
         let h = self.view.header();
         let generation = h.next_generation.load(Relaxed);
@@ -322,21 +323,26 @@ impl Pool {
         };
         let sweep_due = self.sweep_due();
         if let Some(cached) = state.cache.take(size) {
-            let reused = self.critical_section(self.wait(), |heap| {
+            // A flag beside the result, not in it: a `Result<bool>` was
+            // copied through the stack, its bool's byte read back as part
+            // of a word (a store-forwarding stall).
+            let mut reused = false;
+            let done = self.critical_section(self.wait(), |heap| {
                 if sweep_due {
                     self.reap_locked(heap)?;
                 }
-                self.reuse_cached(heap, &cached, len, transfer_required)
+                reused = self.reuse_cached(heap, &cached, len, transfer_required)?;
+                Ok(())
             });
-            match reused {
+            match done {
                 // Another process reclaimed it (a full pool): allocate as usual.
-                Ok(None) => state.forget_cached(cached.offset),
-                Ok(Some(block)) => {
+                Ok(()) if !reused => state.forget_cached(cached.offset),
+                Ok(()) => {
                     state.took(
-                        block.offset,
-                        LocalRef::new(block.generation, len, escaped, cached.size),
+                        cached.offset,
+                        LocalRef::new(cached.generation, len, escaped, cached.size),
                     );
-                    return Ok(block);
+                    return Ok(cached.taken(len));
                 }
                 Err(e) => {
                     if let PoolError::LockTimeout { .. } = e {

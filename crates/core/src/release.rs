@@ -56,6 +56,7 @@ pub(crate) struct LastRef {
 /// the neighbour and the bitmap. None means: check in full (which also
 /// says what is wrong). A free of the block still confirms the size
 /// through the neighbours before it writes (`Heap::free`).
+#[inline(always)]
 fn held_as_taken<'a>(heap: &Heap<'a>, last: &LastRef, size: u64) -> Option<(&'a BlockHeader, u64)> {
     let b = heap.block(last.offset).ok()?;
     let as_taken = b.tag.load(Relaxed) & TAG_MASK == TAG_USED
@@ -149,6 +150,7 @@ impl Pool {
     /// even if allocated `transfer_required` (the flag is cleared first).
     /// With `cache`, a small block about to be freed that this process alone
     /// holds is cached instead, if the cache has room.
+    #[inline(always)]
     pub(crate) fn drop_step(
         &self,
         heap: &Heap,
