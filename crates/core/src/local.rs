@@ -103,12 +103,21 @@ impl LocalState {
             // Field by field: a whole-struct copy went through the stack,
             // and the bool's byte was read back as part of a word (a
             // store-forwarding stall, ~4 ns per cached allocation).
+            // (Destructured, so that a field added to LocalRef must be
+            // added here too.)
             Some(entry) => {
-                entry.generation = taken.generation;
-                entry.data_len = taken.data_len;
-                entry.count = taken.count;
-                entry.escaped = taken.escaped;
-                entry.block_size = taken.block_size;
+                let LocalRef {
+                    generation,
+                    data_len,
+                    count,
+                    escaped,
+                    block_size,
+                } = taken;
+                entry.generation = generation;
+                entry.data_len = data_len;
+                entry.count = count;
+                entry.escaped = escaped;
+                entry.block_size = block_size;
             }
             None => {
                 self.refs.insert(offset, taken);
