@@ -490,7 +490,8 @@ test.serial('the native reader of compact handles takes only what the JS reader 
   t.log(`compact handles read natively: ${JSON.stringify(outcomes)}`);
   t.true(outcomes.taken > 0 && outcomes.left > 0);
   // Not strings, strings no handle has, another pool id: nothing taken.
-  const foreign = [undefined, 42, {}, null, Symbol('x'), base.replace('float64', 'float٦4'), base.replace(':', '\uD800:'), `${base}${'0'.repeat(1100)}`];
+  const foreign = [undefined, 42, {}, null, Symbol('x'), base.replace('float64', 'float٦4'), base.replace(':', '\uD800:'), `${base}${'0'.repeat(1100)}`,
+    `${base}${'\u20ac'.repeat(400)}`, `${base}\0`, base.replace('float64', 'float64\0')];
   for (const text of foreign) t.false(binding.attachCompact(pool.id, text, out), String(text?.toString?.()));
   t.false(binding.attachCompact(pool.id + 1000, base, out), 'no such pool');
   t.throws(() => binding.attachCompact(pool.id, base, new Float64Array(3)), { code: 'ERR_INVALID_ARG' }, 'out too short');

@@ -9,6 +9,7 @@
 //! else this takes nothing and answers `false`, and JS reads the string the
 //! slow way (which gives a malformed handle its error).
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use arraypool_core::Pool;
@@ -42,31 +43,59 @@ pub(crate) fn attach_compact_inner(
     out: sys::napi_value,
 ) -> std::result::Result<bool, JsError> {
     let out = views::out_slots(env, out, COMPACT_OUT_SLOTS)?;
-    // One byte more than the longest handle: a longer string fills it and
-    // is left to the slow reader (which refuses it with its message).
-    let mut bytes = [0u8; MAX_COMPACT_LEN + 1];
-    let mut len = 0usize;
-    // SAFETY: `bytes` has room for `bytes.len()` bytes, NUL included; napi
-    // writes at most that and the count written (NUL excluded) to `len`.
-    // UTF-8, not Latin-1: napi's Latin-1 keeps only the low byte of a wider
-    // character, which could turn a foreign character into a digit; in
-    // UTF-8 every non-ASCII character is bytes the reader refuses.
-    let status = unsafe {
-        sys::napi_get_value_string_utf8(env, text, bytes.as_mut_ptr().cast(), bytes.len(), &mut len)
+    let Some(len) = utf16_length(env, text).filter(|&n| n <= MAX_COMPACT_LEN) else {
+        // Not a string, or longer than any handle (JS measures `text.length`
+        // in UTF-16 units): the slow reader's to refuse.
+        return Ok(false);
     };
-    if status != sys::Status::napi_ok || len > MAX_COMPACT_LEN {
+    // Room for MAX_COMPACT_LEN bytes and napi's NUL, left uninitialised
+    // (zeroing it cost more than the parse). A handle is ASCII, one byte
+    // per UTF-16 unit: `copied == len` means the whole string was copied.
+    // A string with other characters either differs there, or was cut and
+    // holds a non-ASCII byte the reader refuses (had the copied bytes all
+    // been ASCII, they would have been all `len` units of the string).
+    let mut bytes = [MaybeUninit::<u8>::uninit(); MAX_COMPACT_LEN + 1];
+    let mut copied = 0usize;
+    // SAFETY: `bytes` has room for `bytes.len()` bytes, NUL included; napi
+    // writes at most that and the count written (NUL excluded) to
+    // `copied`. UTF-8, not Latin-1: napi's Latin-1 keeps only the low byte
+    // of a wider character, which could turn a foreign character into a
+    // digit; in UTF-8 every non-ASCII character is bytes the reader refuses.
+    let status = unsafe {
+        sys::napi_get_value_string_utf8(
+            env,
+            text,
+            bytes.as_mut_ptr().cast(),
+            bytes.len(),
+            &mut copied,
+        )
+    };
+    if status != sys::Status::napi_ok || copied != len {
         return Ok(false);
     }
+    // SAFETY: napi wrote the first `copied` bytes (`copied == len <=
+    // MAX_COMPACT_LEN < bytes.len()`), which stay alive and unchanged here.
+    let text = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<u8>(), copied) };
     // A pool this process cannot use (closed, or never opened under this
     // id) is the slow path's to report.
     let Ok(pool) = crate::pool(pool_id) else {
         return Ok(false);
     };
-    let Some(h) = parse_compact(&bytes[..len], pool.name()) else {
+    let Some(h) = parse_compact(text, pool.name()) else {
         return Ok(false);
     };
     attach_parsed(pool_id, pool, &h, &out)?;
     Ok(true)
+}
+
+/// The length of the JS string `value` in UTF-16 units (JS `length`), or
+/// None if it is not a string.
+fn utf16_length(env: sys::napi_env, value: sys::napi_value) -> Option<usize> {
+    let mut len = 0usize;
+    // SAFETY: a null buffer asks napi for the length only (written to `len`).
+    let status =
+        unsafe { sys::napi_get_value_string_utf16(env, value, std::ptr::null_mut(), 0, &mut len) };
+    (status == sys::Status::napi_ok).then_some(len)
 }
 
 /// Attaches a parsed handle as `attachUnviewed` does and writes the rest of
