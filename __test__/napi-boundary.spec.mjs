@@ -133,3 +133,58 @@ test.serial('a bad out array is refused before any block is taken, and a misalig
   t.is(pool.stats().usedBytes, before.usedBytes);
   t.is(pool.stats().inFlightBlocks, before.inFlightBlocks);
 });
+
+test.serial('a pool id that is not an integer from 0 to 2^32-1 is refused with ERR_INVALID_ARG (NaN used to read as pool 0)', async (t) => {
+  const binding = (await import('../binding.cjs')).default;
+  const { makeTransferable, readHandle, startPool } = await import('../dist/index.js');
+  const pool = startPool();
+  const sent = makeTransferable(new Float64Array(8).fill(5));
+  const h = readHandle(sent);
+  const compact = JSON.parse(JSON.stringify(sent)).__arraypool__;
+  const before = pool.stats();
+  const out = new Float64Array(64);
+  const calls = {
+    allocate: (id) => binding.allocate(id, 64, true, out),
+    allocateCopy: (id) => binding.allocateCopy(id, new Float64Array(8), 64, true, out),
+    attach: (id) => binding.attach(id, h.offset, h.generation, 0, 64, out),
+    attachUnviewed: (id) => binding.attachUnviewed(id, h.offset, h.generation, 0, 64, out),
+    attachCompact: (id) => binding.attachCompact(id, compact, out),
+    share: (id) => binding.share(id, h.offset, h.generation, 0, 64, out),
+    markEscaped: (id) => binding.markEscaped(id, h.offset, h.generation),
+  };
+  for (const [name, call] of Object.entries(calls)) {
+    for (const id of [Number.NaN, pool.id + 0.5, -1, 2 ** 32, 2 ** 32 + pool.id, Infinity, -Infinity]) {
+      const e = t.throws(() => call(id), { code: 'ERR_INVALID_ARG' }, `${name}(${id})`);
+      t.regex(e.message, /poolId must be an integer from 0 to 4294967295/);
+    }
+    t.throws(() => call(String(pool.id)), { code: 'NumberExpected' }, `${name}: a string is not a number`);
+  }
+  t.deepEqual(pool.stats(), before, 'nothing was allocated, attached or marked');
+  // The pool's own id still works (as -0 if it is 0).
+  const view = binding.attach(pool.id === 0 ? -0 : pool.id, h.offset, h.generation, 0, 64, out);
+  t.is(new Float64Array(view)[7], 5);
+  binding.release(out[0], view);
+  sent.release();
+});
+
+test.serial('allocateCopy of a detached source says it is detached (not "must be a typed array"), before any block is taken', async (t) => {
+  const binding = (await import('../binding.cjs')).default;
+  const { startPool } = await import('../dist/index.js');
+  const pool = startPool();
+  const before = pool.stats();
+  const out = new Float64Array(3);
+  const source = new Float64Array(8).fill(1);
+  structuredClone(source.buffer, { transfer: [source.buffer] });
+  t.is(source.length, 0, 'detached');
+  const e = t.throws(() => binding.allocateCopy(pool.id, source, 64, true, out), { code: 'ERR_INVALID_ARG' });
+  t.regex(e.message, /source's ArrayBuffer is detached/);
+  const sub = new Uint8Array(new ArrayBuffer(16), 4, 8);
+  structuredClone(sub.buffer, { transfer: [sub.buffer] });
+  t.throws(() => binding.allocateCopy(pool.id, sub, 8, true, out), { code: 'ERR_INVALID_ARG', message: /detached/ });
+  // The other reasons keep their words.
+  for (const notTyped of [new DataView(new ArrayBuffer(8)), new ArrayBuffer(8), {}, undefined]) {
+    t.throws(() => binding.allocateCopy(pool.id, notTyped, 8, true, out), { code: 'ERR_INVALID_ARG', message: 'source must be a typed array' });
+  }
+  t.throws(() => binding.allocateCopy(pool.id, new Float64Array(0), 0, true, out), { code: 'ERR_INVALID_ARG', message: /empty/ });
+  t.deepEqual(pool.stats(), before, 'no block was taken');
+});

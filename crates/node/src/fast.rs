@@ -16,7 +16,9 @@
 //! those exports with the callbacks here. Both run the same bodies, under
 //! the same `guard`, and throw the same errors (napi-rs's `JsError`
 //! conversion); an argument of the wrong type throws napi-rs's codes
-//! (`NumberExpected`, `BooleanExpected`) as before.
+//! (`NumberExpected`, `BooleanExpected`) as before, and a pool id that is a
+//! number but not an integer from 0 to `u32::MAX` throws `ERR_INVALID_ARG`
+//! (napi-rs's `u32` would convert it as `ToUint32` does: NaN as pool 0).
 
 use std::ffi::CStr;
 use std::ptr;
@@ -123,12 +125,21 @@ fn number(env: sys::napi_env, value: sys::napi_value) -> std::result::Result<f64
     }
 }
 
-fn uint32(env: sys::napi_env, value: sys::napi_value) -> std::result::Result<u32, JsError> {
-    let mut n = 0;
-    // SAFETY: `value` is an argument of the current call.
-    match unsafe { sys::napi_get_value_uint32(env, value, &mut n) } {
-        sys::Status::napi_ok => Ok(n),
-        _ => Err(coded("NumberExpected", "expected a number")),
+/// A pool id: an integer from 0 to `u32::MAX`. Read as a double and
+/// checked, not through `napi_get_value_uint32`, which converts as JS's
+/// `ToUint32` does (NaN, a fraction or -1 would name another pool: NaN
+/// read as pool 0).
+fn pool_id(env: sys::napi_env, value: sys::napi_value) -> std::result::Result<u32, JsError> {
+    let n = number(env, value)?;
+    // In range first, so that the cast is exact for integers; the round
+    // trip then finds fractions (NaN fails the range test).
+    if (0.0..=f64::from(u32::MAX)).contains(&n) && f64::from(n as u32) == n {
+        Ok(n as u32)
+    } else {
+        Err(coded(
+            "ERR_INVALID_ARG",
+            format!("poolId must be an integer from 0 to {}, got {n}", u32::MAX),
+        ))
     }
 }
 
@@ -154,7 +165,7 @@ unsafe extern "C" fn attach_unviewed(
     // SAFETY: napi's callback arguments.
     unsafe {
         call::<6>(env, info, |a| {
-            let pool_id = uint32(env, a[0])?;
+            let pool_id = pool_id(env, a[0])?;
             let fields = handle_fields(env, a)?;
             crate::attach_unviewed_inner(env, pool_id, fields, a[5])?;
             Ok(undefined())
@@ -170,7 +181,7 @@ unsafe extern "C" fn attach_compact(
     // SAFETY: napi's callback arguments.
     unsafe {
         call::<3>(env, info, |a| {
-            let pool_id = uint32(env, a[0])?;
+            let pool_id = pool_id(env, a[0])?;
             js_boolean(
                 env,
                 crate::compact::attach_compact_inner(env, pool_id, a[1], a[2])?,
@@ -187,7 +198,7 @@ unsafe extern "C" fn allocate_copy(
     // SAFETY: napi's callback arguments.
     unsafe {
         call::<5>(env, info, |a| {
-            let pool_id = uint32(env, a[0])?;
+            let pool_id = pool_id(env, a[0])?;
             let byte_length = number(env, a[2])?;
             let transfer_required = boolean(env, a[3])?;
             crate::allocate_copy_inner(env, pool_id, a[1], byte_length, transfer_required, a[4])?;
@@ -242,7 +253,7 @@ unsafe extern "C" fn allocate(
     // SAFETY: napi's callback arguments.
     unsafe {
         call::<4>(env, info, |a| {
-            let pool_id = uint32(env, a[0])?;
+            let pool_id = pool_id(env, a[0])?;
             let byte_length = number(env, a[1])?;
             let transfer_required = boolean(env, a[2])?;
             crate::allocate_inner(env, pool_id, byte_length, transfer_required, a[3])
@@ -275,7 +286,7 @@ unsafe fn view_by_handle(
     // SAFETY: the caller's contract (napi's callback arguments).
     unsafe {
         call::<6>(env, info, |a| {
-            let pool_id = uint32(env, a[0])?;
+            let pool_id = pool_id(env, a[0])?;
             let fields = handle_fields(env, a)?;
             crate::view_of_handle(env, pool_id, fields, a[5], take)
         })
@@ -290,7 +301,7 @@ unsafe extern "C" fn mark_escaped(
     // SAFETY: napi's callback arguments.
     unsafe {
         call::<3>(env, info, |a| {
-            let pool_id = uint32(env, a[0])?;
+            let pool_id = pool_id(env, a[0])?;
             let escaped =
                 crate::unsent::mark_escaped_inner(pool_id, number(env, a[1])?, number(env, a[2])?)?;
             js_boolean(env, escaped)

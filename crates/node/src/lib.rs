@@ -297,7 +297,16 @@ fn allocate_copy_inner(
 ) -> JsResult<()> {
     let len = to_u64(byte_length, "byteLength", "ERR_INVALID_ARG")?;
     let Some((from, source_len)) = views::typed_array_bytes(env, source) else {
-        return Err(coded("ERR_INVALID_ARG", "source must be a typed array"));
+        return Err(coded(
+            "ERR_INVALID_ARG",
+            match views::no_bytes_reason(env, source) {
+                views::NoBytes::NotTypedArray => "source must be a typed array",
+                views::NoBytes::Detached => {
+                    "source's ArrayBuffer is detached (transferred or released): there is nothing to copy"
+                }
+                views::NoBytes::Empty => "source is empty: there is nothing to copy",
+            },
+        ));
     };
     if source_len != len {
         return Err(coded(

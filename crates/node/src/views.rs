@@ -279,6 +279,48 @@ pub fn typed_array_bytes(env: sys::napi_env, value: sys::napi_value) -> Option<(
     Some((data.cast_const().cast::<u8>(), bytes as u64))
 }
 
+/// Why `typed_array_bytes` found no bytes in `value`, for the error: not a
+/// typed array, a detached one (its buffer transferred or released), or an
+/// empty one. Only on that failure path: the calls it makes cost nothing
+/// on a good one.
+pub fn no_bytes_reason(env: sys::napi_env, value: sys::napi_value) -> NoBytes {
+    let (mut kind, mut length, mut buffer) = (0, 0usize, std::ptr::null_mut());
+    // SAFETY: env and value come from napi for the current call; the out
+    // pointers are valid locals, and napi accepts null for the data
+    // pointer and the byte offset.
+    let status = unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            value,
+            &mut kind,
+            &mut length,
+            std::ptr::null_mut(),
+            &mut buffer,
+            std::ptr::null_mut(),
+        )
+    };
+    if status != sys::Status::napi_ok || buffer.is_null() {
+        return NoBytes::NotTypedArray;
+    }
+    let mut detached = false;
+    // SAFETY: `buffer` is the typed array's ArrayBuffer, just given by napi
+    // in this call's scope; `detached` is a valid local.
+    let status = unsafe { sys::napi_is_detached_arraybuffer(env, buffer, &mut detached) };
+    if status == sys::Status::napi_ok && detached {
+        NoBytes::Detached
+    } else {
+        NoBytes::Empty
+    }
+}
+
+/// See `no_bytes_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoBytes {
+    NotTypedArray,
+    Detached,
+    Empty,
+}
+
 /// A caller's `out` Float64Array, where a call writes its small results
 /// (saves an object per call; napi-rs's own `Float64Array` parameter type
 /// costs a reference per call). Checked before the call does anything, so
