@@ -604,9 +604,12 @@ function attachCompact(text: string): TransferableArray | undefined {
   return new TransferableArray(pool, undefined, handle, true, text);
 }
 
-/** Turns one received handle into a live TransferableArray (marks the block transferred). */
-export function attachHandle(value: Record<string, unknown>): TransferableArray {
-  const format = ownData(value, '__arraypool__');
+/**
+ * Turns one received handle into a live TransferableArray (marks the block
+ * transferred). `format`: its own data property `__arraypool__`, when the
+ * caller has read it already (one descriptor read less per handle).
+ */
+export function attachHandle(value: Record<string, unknown>, format: unknown = ownData(value, '__arraypool__')): TransferableArray {
   if (typeof format === 'string') {
     const attached = attachCompact(format);
     if (attached !== undefined) return attached;
@@ -645,8 +648,11 @@ export function revive<T>(value: T): T {
   const attached: TransferableArray[] = [];
   try {
     return reviveMessage(value, (node) => {
-      if (!looksLikeHandle(node)) return NOT_A_LEAF;
-      const live = attachHandle(node);
+      // looksLikeHandle's test, keeping the value it reads for attachHandle.
+      if (!Object.hasOwn(node, '__arraypool__')) return NOT_A_LEAF;
+      const format = ownData(node, '__arraypool__');
+      if (format === undefined) return NOT_A_LEAF;
+      const live = attachHandle(node as Record<string, unknown>, format);
       attached.push(live);
       return live;
     }) as T;
