@@ -1,6 +1,9 @@
 // Handles, errors and lifetimes within one process.
 import test from 'ava';
 import { constants as bufferConstants } from 'node:buffer';
+import { fork } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 
 import {
   ArrayPoolError,
@@ -19,6 +22,9 @@ import {
   zeros,
 } from '../dist/index.js';
 import { collectGarbage } from './helpers.mjs';
+import { hooks } from './testing-addon.mjs';
+
+const OWNER = fileURLToPath(new URL('./fixtures/owner.mjs', import.meta.url));
 
 const pool = startPool({ size: '256M' });
 
@@ -450,7 +456,7 @@ test.serial('the native reader of compact handles takes only what the JS reader 
   const before = pool.stats();
   const live = makeTransferable(new Float64Array(64).fill(1));
   const base = JSON.parse(JSON.stringify(live)).__arraypool__;
-  const out = new Float64Array(39);
+  const out = new Float64Array(40);
   let seed = 2468;
   const rng = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
   const outcomes = { taken: 0, left: 0, thrown: 0 };
@@ -464,7 +470,7 @@ test.serial('the native reader of compact handles takes only what the JS reader 
     }
     let taken;
     try {
-      taken = binding.attachCompact(pool.id, text, out);
+      taken = binding.attachCompact(text, out);
     } catch (error) {
       outcomes.thrown++;
       t.false(js instanceof Error, `thrown only for a handle JS reads: ${text}`);
@@ -479,7 +485,8 @@ test.serial('the native reader of compact handles takes only what the JS reader 
     }
     outcomes.taken++;
     t.false(js instanceof Error, `taken, but JS refuses it: ${text}`);
-    const shape = Array.from(out.subarray(7, 7 + out[6]));
+    t.is(out[6], pool.id, 'the pool it names');
+    const shape = Array.from(out.subarray(8, 8 + out[7]));
     t.deepEqual(
       { segment: pool.name, offset: out[1], generation: out[2], byteOffset: out[3], byteLength: out[4], dtype: dtypes[out[5]], shape },
       { segment: js.segment, offset: js.offset, generation: js.generation, byteOffset: js.byteOffset, byteLength: js.byteLength, dtype: js.dtype, shape: [...js.shape] },
@@ -489,15 +496,67 @@ test.serial('the native reader of compact handles takes only what the JS reader 
   }
   t.log(`compact handles read natively: ${JSON.stringify(outcomes)}`);
   t.true(outcomes.taken > 0 && outcomes.left > 0);
-  // Not strings, strings no handle has, another pool id: nothing taken.
+  // Not strings, strings no handle has, a pool this process has not open: nothing taken.
   const foreign = [undefined, 42, {}, null, Symbol('x'), base.replace('float64', 'float٦4'), base.replace(':', '\uD800:'), `${base}${'0'.repeat(1100)}`,
-    `${base}${'\u20ac'.repeat(400)}`, `${base}\0`, base.replace('float64', 'float64\0')];
-  for (const text of foreign) t.false(binding.attachCompact(pool.id, text, out), String(text?.toString?.()));
-  t.false(binding.attachCompact(pool.id + 1000, base, out), 'no such pool');
-  t.throws(() => binding.attachCompact(pool.id, base, new Float64Array(3)), { code: 'ERR_INVALID_ARG' }, 'out too short');
+    `${base}${'\u20ac'.repeat(400)}`, `${base}\0`, base.replace('float64', 'float64\0'), base.replace(pool.name, `${pool.name}x`)];
+  // Strings of at most 1024 UTF-16 units whose UTF-8 form is longer than the
+  // native copy buffer, sized so that the cut copy has exactly as many bytes
+  // as the string has units (the length check alone cannot tell): € is 3
+  // bytes, é 2, a surrogate pair (2 units) 4.
+  const room = 1024 - base.length;
+  foreign.push(
+    base + '\u20ac'.repeat(3 * Math.floor(room / 3)),
+    base + '\u00e9'.repeat(2 * Math.floor(room / 2)),
+    base + '\u{1D11E}'.repeat(2 * Math.floor(room / 4)),
+  );
+  for (const text of foreign.slice(-3)) t.true(text.length <= 1024 && Buffer.byteLength(text) > 1024, 'a cut case');
+  for (const text of foreign) t.false(binding.attachCompact(text, out), String(text?.toString?.()));
+  t.throws(() => binding.attachCompact(base, new Float64Array(3)), { code: 'ERR_INVALID_ARG' }, 'out too short');
   live.release();
   t.is(pool.stats().usedBytes, before.usedBytes);
   t.is(pool.check().violation, null);
+});
+
+test.serial('revive reads compact handles natively for every pool the process has open, alternating between two', async (t) => {
+  // Serial: the native count is the process's, and no other test of this
+  // file runs meanwhile.
+  const env = { ...process.env, TEST_BACKING: 'shm', ARRAYPOOL_SIZE: '4M' };
+  delete env.ARRAYPOOL_SEGMENT;
+  const owner = fork(OWNER, [], { env, serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const exited = once(owner, 'exit');
+  try {
+    const [hello] = await once(owner, 'message');
+    const before = pool.stats();
+    // The object form: read by JS, which opens the owner's pool here.
+    const taken0 = hooks.testCompactAttaches();
+    const theirs = revive(hello.handle);
+    t.is(hooks.testCompactAttaches(), taken0, 'the object form is read by JS');
+    const mine = makeTransferable(new Float64Array([7, 8]), { transferRequired: false });
+    const texts = [mine, theirs].map((a) => JSON.parse(JSON.stringify(a)).__arraypool__);
+    t.not(theirs.segment, pool.name);
+    const taken1 = hooks.testCompactAttaches();
+    for (let i = 0; i < 10; i++) {
+      const r = revive({ x: { __arraypool__: texts[i % 2] } }).x;
+      t.is(r.segment, i % 2 ? theirs.segment : pool.name);
+      t.deepEqual([...r.array.subarray(0, 2)], i % 2 ? [1, 2] : [7, 8]);
+      r.release();
+    }
+    t.is(hooks.testCompactAttaches() - taken1, 10, 'every compact handle took the native path');
+    mine.release();
+    theirs.release();
+    theirs.pool.close();
+    t.is(pool.stats().usedBytes, before.usedBytes);
+    // Closed here: a handle of that pool is read the slow way again (and
+    // opens it again), never natively through the closed pool.
+    const again = revive({ __arraypool__: texts[1] });
+    t.is(hooks.testCompactAttaches() - taken1, 10);
+    t.deepEqual([...again.array], [1, 2, 3]);
+    again.release();
+    again.pool.close();
+  } finally {
+    owner.send('exit');
+    await exited;
+  }
 });
 
 test('revive gives every dtype and shape as the handle says, and a stale compact handle is ERR_STALE_HANDLE', (t) => {

@@ -6,8 +6,9 @@ import test from 'ava';
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 
-import { getPool, startPool } from '../dist/index.js';
+import { getPool, makeTransferable, startPool } from '../dist/index.js';
 import { collectGarbage } from './helpers.mjs';
+import { hooks } from './testing-addon.mjs';
 
 const DIST = new URL('../dist/index.js', import.meta.url).href;
 startPool({ size: '64M' });
@@ -36,4 +37,45 @@ test('a thread that exits holding 100 never-read arrays leaves no reference behi
   const after = getPool().stats();
   t.is(after.heldReferences, before.heldReferences);
   t.is(after.liveBlocks, before.liveBlocks);
+});
+
+test.serial("a thread revives compact handles of a pool its isolate has not opened yet, and nothing stays held", async (t) => {
+  // The native reader finds the pool open in the process (the main
+  // thread's) but not in the thread's isolate: it gives the reference back
+  // and JS opens the pool there, the slow way; later ones take the native
+  // path. Serial: the native count is the process's.
+  const a = makeTransferable(new Float64Array([4, 5, 6]), { transferRequired: false });
+  const text = JSON.parse(JSON.stringify(a)).__arraypool__;
+  await collectGarbage();
+  const before = getPool().stats();
+  const taken = hooks.testCompactAttaches();
+  const worker = new Worker(
+    `import(${JSON.stringify(DIST)}).then(({ revive }) => {
+       const { parentPort } = require('node:worker_threads');
+       parentPort.on('message', (text) => {
+         const r = revive({ __arraypool__: text });
+         const reply = { values: [...r.array], segment: r.segment };
+         r.release();
+         parentPort.postMessage(reply);
+       });
+       parentPort.postMessage('ready');
+     });`,
+    { eval: true },
+  );
+  try {
+    await once(worker, 'message');
+    for (let i = 0; i < 3; i++) {
+      worker.postMessage(text);
+      const [reply] = await once(worker, 'message');
+      t.deepEqual(reply, { values: [4, 5, 6], segment: getPool().name });
+      t.is(getPool().stats().heldReferences, before.heldReferences, `after revive ${i}: nothing held but the original`);
+    }
+    // Three taken natively: the first given back (the isolate had no pool), the next two kept.
+    t.is(hooks.testCompactAttaches() - taken, 3);
+  } finally {
+    await worker.terminate();
+  }
+  a.release();
+  await collectGarbage();
+  t.is(getPool().stats().heldReferences, before.heldReferences - 1);
 });

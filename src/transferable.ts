@@ -51,9 +51,9 @@ binding.setMaxViewBytes(bufferConstants.MAX_LENGTH);
 /**
  * `[viewId, offset, generation]`, written by the binding (saves an object
  * per call); `attachCompact` writes `[..., byteOffset, byteLength, dtype
- * index, ndims, d0, d1, ...]` after them (up to 32 dimensions).
+ * index, pool id, ndims, d0, d1, ...]` after them (up to 32 dimensions).
  */
-const out = new Float64Array(3 + 4 + 32);
+const out = new Float64Array(3 + 5 + 32);
 
 /** The dtypes by the index `attachCompact` writes (the order of DTYPES, as in the core's COMPACT_DTYPES). */
 const DTYPE_BY_INDEX = Object.keys(DTYPES) as DType[];
@@ -574,24 +574,24 @@ export function readHandle(value: unknown): TransferableHandle {
 }
 
 /**
- * The pool the last compact handle revived here named, as `pool.name`
- * spells it: the next one most likely names it too (see `attachCompact`).
- */
-let compactPool: Pool | undefined;
-
-/**
  * The fast path of reviving a compact handle: one native call reads the
- * string and attaches the block when the handle names `compactPool`, in
- * its one spelling; undefined, with nothing taken, for any other string
- * (the slow path then reads it and gives a malformed one its error).
+ * string, finds the pool open in this process that it names and attaches
+ * the block, when the string is a handle in its one spelling; undefined,
+ * with nothing taken, for any other string (the slow path then reads it and
+ * gives a malformed one its error).
  */
 function attachCompact(text: string): TransferableArray | undefined {
-  const pool = compactPool;
-  if (pool === undefined || pool.closed) return undefined;
-  if (!native(() => binding.attachCompact(pool.id, text, out))) return undefined;
-  const ndims = out[6] as number;
+  if (!native(() => binding.attachCompact(text, out))) return undefined;
+  const pool = poolById(out[6] as number);
+  if (pool === undefined) {
+    // Open in the process but not in this isolate (another worker thread
+    // opened it): give the reference back; the slow path opens it here.
+    native(() => binding.release(out[0] as number, undefined));
+    return undefined;
+  }
+  const ndims = out[7] as number;
   const shape: number[] = [];
-  for (let i = 0; i < ndims; i++) shape.push(out[7 + i] as number);
+  for (let i = 0; i < ndims; i++) shape.push(out[8 + i] as number);
   const handle: HandleFields = {
     segment: pool.name,
     offset: out[1] as number,
@@ -632,10 +632,7 @@ export function attachHandle(value: Record<string, unknown>, format: unknown = o
   // The pool's own spelling of its name (a handle may say `/arraypool-...`);
   // a compact string that spells it so is the array's handle as it is.
   // Attached: the block is transferred, so its handle needs no mark.
-  if (h.segment === pool.name) {
-    if (h.compact !== undefined) compactPool = pool;
-    return new TransferableArray(pool, undefined, h, true, h.compact);
-  }
+  if (h.segment === pool.name) return new TransferableArray(pool, undefined, h, true, h.compact);
   return new TransferableArray(pool, undefined, { ...h, segment: pool.name }, true);
 }
 

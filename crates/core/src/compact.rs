@@ -57,6 +57,15 @@ impl CompactHandle {
     }
 }
 
+/// The segment a compact string names (its second field), when it starts
+/// as a compact handle does: how the caller finds the pool before
+/// `parse_compact` reads the rest. Checks nothing else.
+pub fn compact_segment(text: &[u8]) -> Option<&[u8]> {
+    let rest = text.strip_prefix(b"2:")?;
+    let end = rest.iter().position(|&b| b == b':')?;
+    rest.get(..end)
+}
+
 /// Reads `text` as a compact handle naming the pool `segment`; `None` for
 /// anything the JS reader would refuse, and for a handle naming another
 /// segment (or spelling this one otherwise).
@@ -212,6 +221,19 @@ mod tests {
         assert!(parse(&format!("2:{POOL}:0:0:0:{huge}:uint8:{huge}")).is_some());
         let long = format!("2:{POOL}:0:0:0:0:uint8:{}", vec!["0"; 600].join(","));
         assert!(long.len() > MAX_COMPACT_LEN && parse(&long).is_none());
+    }
+
+    #[test]
+    fn the_segment_is_the_second_field() {
+        assert_eq!(
+            compact_segment(b"2:pool-a:0:1:0:8:float64:1"),
+            Some(&b"pool-a"[..])
+        );
+        assert_eq!(compact_segment(b"2::0"), Some(&b""[..]));
+        assert_eq!(compact_segment(b"2:pool-a"), None);
+        assert_eq!(compact_segment(b"1:pool-a:0"), None);
+        assert_eq!(compact_segment(b"22:pool-a:0"), None);
+        assert_eq!(compact_segment(b""), None);
     }
 
     #[test]

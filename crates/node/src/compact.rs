@@ -4,8 +4,10 @@
 //! lookup and the attach call were ~7.5 µs of a ~15 µs revive in the message
 //! loop (Node 24, bench scenario 4), each piece several times its warm cost.
 //!
+//! The pool is the one open in this process under the name the handle's
+//! segment field spells (so handles of several pools all take this path).
 //! The string is read by `arraypool_core::compact::parse_compact`, which
-//! accepts only the one spelling of a handle naming this pool; for anything
+//! accepts only the one spelling of a handle naming that pool; for anything
 //! else this takes nothing and answers `false`, and JS reads the string the
 //! slow way (which gives a malformed handle its error).
 
@@ -17,28 +19,30 @@ use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 
-use arraypool_core::compact::{parse_compact, CompactHandle, MAX_COMPACT_LEN, MAX_DIMS};
+use arraypool_core::compact::{
+    compact_segment, parse_compact, CompactHandle, MAX_COMPACT_LEN, MAX_DIMS,
+};
 
 use crate::errors::{guard, Code, JsError};
 use crate::views::{self, OutSlots};
 
 /// What `attachCompact` writes to `out`: `[viewId, offset, generation,
-/// byteOffset, byteLength, dtype index, ndims, d0, d1, ...]`.
-pub const COMPACT_OUT_SLOTS: usize = 7 + MAX_DIMS;
+/// byteOffset, byteLength, dtype index, pool id, ndims, d0, d1, ...]`.
+pub const COMPACT_OUT_SLOTS: usize = 8 + MAX_DIMS;
 
-/// `attachCompact(poolId, text, out)`: `true` once the handle `text` names
-/// pool `poolId` and was attached (a lazy view, as `attachUnviewed` makes;
-/// see `COMPACT_OUT_SLOTS` for `out`); `false`, having taken nothing, for
-/// any string that is not such a handle. A handle of the pool that cannot be
-/// attached (stale, out of range) throws what `attachUnviewed` throws.
+/// `attachCompact(text, out)`: `true` once the handle `text` names a pool
+/// open in this process and was attached (a lazy view, as `attachUnviewed`
+/// makes; see `COMPACT_OUT_SLOTS` for `out`); `false`, having taken
+/// nothing, for any string that is not such a handle. A handle of the pool
+/// that cannot be attached (stale, out of range) throws what
+/// `attachUnviewed` throws.
 #[napi(catch_unwind)]
-pub fn attach_compact(env: &Env, pool_id: u32, text: Unknown, out: Unknown) -> Result<bool, Code> {
-    guard(|| attach_compact_inner(env.raw(), pool_id, text.raw(), out.raw()))
+pub fn attach_compact(env: &Env, text: Unknown, out: Unknown) -> Result<bool, Code> {
+    guard(|| attach_compact_inner(env.raw(), text.raw(), out.raw()))
 }
 
 pub(crate) fn attach_compact_inner(
     env: sys::napi_env,
-    pool_id: u32,
     text: sys::napi_value,
     out: sys::napi_value,
 ) -> std::result::Result<bool, JsError> {
@@ -76,16 +80,31 @@ pub(crate) fn attach_compact_inner(
     // SAFETY: napi wrote the first `copied` bytes (`copied == len <=
     // MAX_COMPACT_LEN < bytes.len()`), which stay alive and unchanged here.
     let text = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<u8>(), copied) };
-    // A pool this process cannot use (closed, or never opened under this
-    // id) is the slow path's to report.
-    let Ok(pool) = crate::pool(pool_id) else {
+    // A pool this process has not opened (or closed) is the slow path's to
+    // report.
+    let Some((pool_id, pool)) = compact_segment(text).and_then(crate::open_pool_named) else {
         return Ok(false);
     };
     let Some(h) = parse_compact(text, pool.name()) else {
         return Ok(false);
     };
     attach_parsed(pool_id, pool, &h, &out)?;
+    #[cfg(feature = "testing")]
+    testing::TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(true)
+}
+
+/// Test-only: counts the handles this path took, so that a test can tell
+/// that `revive` went this way (both ways give the same result).
+#[cfg(feature = "testing")]
+pub mod testing {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub(super) static TAKEN: AtomicU64 = AtomicU64::new(0);
+
+    pub fn taken() -> u64 {
+        TAKEN.load(Ordering::Relaxed)
+    }
 }
 
 /// The length of the JS string `value` in UTF-16 units (JS `length`), or
@@ -112,10 +131,11 @@ fn attach_parsed(
     rest[0] = h.range.byte_offset as f64;
     rest[1] = h.range.byte_length as f64;
     rest[2] = h.dtype as f64;
-    rest[3] = h.ndims as f64;
-    for (slot, dim) in rest[4..].iter_mut().zip(h.shape()) {
+    rest[3] = f64::from(pool_id);
+    rest[4] = h.ndims as f64;
+    for (slot, dim) in rest[5..].iter_mut().zip(h.shape()) {
         *slot = *dim as f64;
     }
-    out.write_from(3, &rest[..4 + h.ndims]);
+    out.write_from(3, &rest[..5 + h.ndims]);
     Ok(())
 }

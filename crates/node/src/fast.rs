@@ -173,19 +173,15 @@ unsafe extern "C" fn attach_unviewed(
     }
 }
 
-/// `attachCompact(poolId, text, out)`.
+/// `attachCompact(text, out)`.
 unsafe extern "C" fn attach_compact(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
     // SAFETY: napi's callback arguments.
     unsafe {
-        call::<3>(env, info, |a| {
-            let pool_id = pool_id(env, a[0])?;
-            js_boolean(
-                env,
-                crate::compact::attach_compact_inner(env, pool_id, a[1], a[2])?,
-            )
+        call::<2>(env, info, |a| {
+            js_boolean(env, crate::compact::attach_compact_inner(env, a[0], a[1])?)
         })
     }
 }

@@ -185,6 +185,18 @@ pub fn pool_backing(id: u32) -> Result<String, Code> {
     })
 }
 
+/// The pool open in this process (not closing) whose name is `name`, with
+/// its id: `attachCompact` finds a handle's pool by the name it spells.
+fn open_pool_named(name: &[u8]) -> Option<(u32, Arc<Pool>)> {
+    let r = registry();
+    let (id, open) = r
+        .pools
+        .iter()
+        .enumerate()
+        .find(|(_, p)| !p.closing && !p.pool.is_closed() && p.pool.name().as_bytes() == name)?;
+    Some((u32::try_from(id).ok()?, open.pool.clone()))
+}
+
 fn pool(id: u32) -> JsResult<Arc<Pool>> {
     let r = registry();
     match r.pools.get(id as usize) {
@@ -737,6 +749,14 @@ pub fn test_panic_in_release(times: u32) -> Result<(), Code> {
 #[napi(catch_unwind)]
 pub fn test_swallowed_panics() -> Result<f64, Code> {
     guard(|| Ok(errors::swallowed_panics() as f64))
+}
+
+/// Test-only: how many compact handles `attachCompact` (revive's fast
+/// path) has read and attached in this process.
+#[cfg(feature = "testing")]
+#[napi(catch_unwind)]
+pub fn test_compact_attaches() -> Result<f64, Code> {
+    guard(|| Ok(compact::testing::taken() as f64))
 }
 
 /// Test-only: the process slot holding the pool lock right now (read
