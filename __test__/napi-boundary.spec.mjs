@@ -149,6 +149,21 @@ test.serial('a pool id that is not an integer from 0 to 2^32-1 is refused with E
     attachUnviewed: (id) => binding.attachUnviewed(id, h.offset, h.generation, 0, 64, out),
     share: (id) => binding.share(id, h.offset, h.generation, 0, 64, out),
     markEscaped: (id) => binding.markEscaped(id, h.offset, h.generation),
+    // napi-rs's own conversions (these take a double and check it).
+    stats: (id) => binding.stats(id),
+    check: (id) => binding.check(id),
+    reap: (id) => binding.reap(id),
+    flushReleases: (id) => binding.flushReleases(id),
+    queuedReleases: (id) => binding.queuedReleases(id),
+    closePool: (id) => binding.closePool(id),
+    poolName: (id) => binding.poolName(id),
+    poolLocator: (id) => binding.poolLocator(id, undefined),
+    poolBacking: (id) => binding.poolBacking(id),
+    isCreator: (id) => binding.isCreator(id),
+    poolBlocks: (id) => binding.poolBlocks(id, 10),
+    blockOutstanding: (id) => binding.blockOutstanding(id, h.offset, h.generation),
+    blockEscaped: (id) => binding.blockEscaped(id, h.offset, h.generation),
+    testLockOwner: (id) => binding.testLockOwner(id),
   };
   for (const [name, call] of Object.entries(calls)) {
     for (const id of [Number.NaN, pool.id + 0.5, -1, 2 ** 32, 2 ** 32 + pool.id, Infinity, -Infinity]) {

@@ -582,13 +582,7 @@ export function readHandle(value: unknown): TransferableHandle {
  */
 function attachCompact(text: string): TransferableArray | undefined {
   if (!native(() => binding.attachCompact(text, out))) return undefined;
-  const pool = poolById(out[6] as number);
-  if (pool === undefined) {
-    // Open in the process but not in this isolate (another worker thread
-    // opened it): give the reference back; the slow path opens it here.
-    native(() => binding.release(out[0] as number, undefined));
-    return undefined;
-  }
+  const pool = poolById(out[6] as number) ?? openInThisIsolate(out);
   const ndims = out[7] as number;
   const shape: number[] = [];
   for (let i = 0; i < ndims; i++) shape.push(out[8 + i] as number);
@@ -602,6 +596,32 @@ function attachCompact(text: string): TransferableArray | undefined {
     shape,
   };
   return new TransferableArray(pool, undefined, handle, true, text);
+}
+
+/**
+ * The pool `attachCompact` attached from (`written[6]`), open in the
+ * process (another worker thread opened it) but not yet in this isolate:
+ * opens it here, as the slow path would. The reference just taken (view id
+ * `written[0]`) is kept: given back, it could free a block whose sender has
+ * let it go, and the slow path would then find the handle stale. Released
+ * if the pool cannot be opened here. `written` is left as it was.
+ */
+function openInThisIsolate(written: Float64Array): Pool {
+  const saved = written.slice();
+  const poolId = saved[6] as number;
+  const viewId = saved[0] as number;
+  try {
+    const pool = poolByName(native(() => binding.poolName(poolId)));
+    if (pool.id !== poolId) {
+      throw new ArrayPoolError('ERR_INTERNAL', `pool ${pool.name} opened as id ${pool.id}, attached as ${poolId}`);
+    }
+    return pool;
+  } catch (error) {
+    native(() => binding.release(viewId, undefined));
+    throw error;
+  } finally {
+    written.set(saved);
+  }
 }
 
 /**

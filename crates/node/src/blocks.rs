@@ -105,10 +105,10 @@ fn listing(l: BlockList) -> BlockListing {
 
 /// The used blocks of an open pool, read under its lock.
 #[napi(catch_unwind)]
-pub fn pool_blocks(pool_id: u32, limit: Option<f64>) -> Result<BlockListing, Code> {
+pub fn pool_blocks(pool_id: f64, limit: Option<f64>) -> Result<BlockListing, Code> {
     guard(|| {
         let limit = limit_of(limit)?;
-        let pool = crate::any_pool(pool_id)?;
+        let pool = crate::any_pool(crate::errors::pool_id_arg(pool_id)?)?;
         Ok(listing(pool.blocks(limit).map_err(from_pool)?))
     })
 }

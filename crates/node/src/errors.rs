@@ -49,6 +49,25 @@ pub fn to_u64(value: f64, what: &str, code: &'static str) -> std::result::Result
     }
 }
 
+/// A pool id from JS: an integer from 0 to `u32::MAX`. Exports take it as
+/// a double and check it here: napi-rs's `u32` converts as JS's `ToUint32`
+/// does, so NaN, a fraction or -1 would name another pool (NaN pool 0).
+pub fn pool_id_arg(value: f64) -> std::result::Result<u32, JsError> {
+    // In range first, so that the cast is exact for integers; the round
+    // trip then finds fractions (NaN fails the range test).
+    if (0.0..=f64::from(u32::MAX)).contains(&value) && f64::from(value as u32) == value {
+        Ok(value as u32)
+    } else {
+        Err(coded(
+            "ERR_INVALID_ARG",
+            format!(
+                "poolId must be an integer from 0 to {}, got {value}",
+                u32::MAX
+            ),
+        ))
+    }
+}
+
 /// The body of every export. A panic must never unwind into Node-API: it
 /// cannot cross the `extern "C"` frame napi-rs generates, so the process
 /// would abort. Here it becomes an `ERR_INTERNAL` error carrying the panic's

@@ -130,17 +130,7 @@ fn number(env: sys::napi_env, value: sys::napi_value) -> std::result::Result<f64
 /// `ToUint32` does (NaN, a fraction or -1 would name another pool: NaN
 /// read as pool 0).
 fn pool_id(env: sys::napi_env, value: sys::napi_value) -> std::result::Result<u32, JsError> {
-    let n = number(env, value)?;
-    // In range first, so that the cast is exact for integers; the round
-    // trip then finds fractions (NaN fails the range test).
-    if (0.0..=f64::from(u32::MAX)).contains(&n) && f64::from(n as u32) == n {
-        Ok(n as u32)
-    } else {
-        Err(coded(
-            "ERR_INVALID_ARG",
-            format!("poolId must be an integer from 0 to {}, got {n}", u32::MAX),
-        ))
-    }
+    crate::errors::pool_id_arg(number(env, value)?)
 }
 
 fn boolean(env: sys::napi_env, value: sys::napi_value) -> std::result::Result<bool, JsError> {

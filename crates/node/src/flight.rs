@@ -12,9 +12,9 @@ use crate::errors::{guard, to_u64, Code};
 /// the pool (not yet freed by whoever held it last). A hint read without
 /// the lock; an offset that is not a block is not outstanding.
 #[napi(catch_unwind)]
-pub fn block_outstanding(pool_id: u32, offset: f64, generation: f64) -> Result<bool, Code> {
+pub fn block_outstanding(pool_id: f64, offset: f64, generation: f64) -> Result<bool, Code> {
     guard(|| {
-        let pool = any_pool(pool_id)?;
+        let pool = any_pool(crate::errors::pool_id_arg(pool_id)?)?;
         let offset = to_u64(offset, "offset", "ERR_INVALID_ARG")?;
         let generation = to_u64(generation, "generation", "ERR_INVALID_ARG")?;
         Ok(pool.outstanding(offset, generation))

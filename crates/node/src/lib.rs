@@ -38,7 +38,7 @@ use arraypool_core::{Backing, BlockRange, Pool, PoolOptions};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use errors::{coded, from_pool, guard, to_u64, Code, JsError};
+use errors::{coded, from_pool, guard, pool_id_arg, to_u64, Code, JsError};
 use registry::{registry, OpenPool};
 
 type JsResult<T> = std::result::Result<T, JsError>;
@@ -169,15 +169,15 @@ fn open_pool_inner(name: String, config: Option<PoolConfig>) -> JsResult<u32> {
 /// What children pass to `open_pool` to attach: for an anonymous pool, its
 /// name with this process's pid and fd ahead of `inherited`'s hints.
 #[napi(catch_unwind)]
-pub fn pool_locator(id: u32, inherited: Option<String>) -> Result<String, Code> {
-    guard(|| Ok(any_pool(id)?.locator(inherited.as_deref())))
+pub fn pool_locator(id: f64, inherited: Option<String>) -> Result<String, Code> {
+    guard(|| Ok(any_pool(pool_id_arg(id)?)?.locator(inherited.as_deref())))
 }
 
 /// `'memfd'` or `'shm'`.
 #[napi(catch_unwind)]
-pub fn pool_backing(id: u32) -> Result<String, Code> {
+pub fn pool_backing(id: f64) -> Result<String, Code> {
     guard(|| {
-        Ok(match any_pool(id)?.backing() {
+        Ok(match any_pool(pool_id_arg(id)?)?.backing() {
             Backing::Memfd => "memfd",
             Backing::Shm => "shm",
         }
@@ -210,8 +210,9 @@ fn pool(id: u32) -> JsResult<Arc<Pool>> {
 }
 
 #[napi(catch_unwind)]
-pub fn pool_name(id: u32) -> Result<String, Code> {
+pub fn pool_name(id: f64) -> Result<String, Code> {
     guard(|| {
+        let id = pool_id_arg(id)?;
         let r = registry();
         r.pools
             .get(id as usize)
@@ -221,8 +222,8 @@ pub fn pool_name(id: u32) -> Result<String, Code> {
 }
 
 #[napi(catch_unwind)]
-pub fn is_creator(id: u32) -> Result<bool, Code> {
-    guard(|| Ok(pool(id)?.is_creator()))
+pub fn is_creator(id: f64) -> Result<bool, Code> {
+    guard(|| Ok(pool(pool_id_arg(id)?)?.is_creator()))
 }
 
 /// Allocates `byteLength` bytes and returns an external ArrayBuffer over
@@ -572,8 +573,8 @@ fn any_pool(id: u32) -> JsResult<Arc<Pool>> {
 }
 
 #[napi(catch_unwind)]
-pub fn stats(pool_id: u32) -> Result<PoolStats, Code> {
-    guard(|| stats_inner(pool_id))
+pub fn stats(pool_id: f64) -> Result<PoolStats, Code> {
+    guard(|| stats_inner(pool_id_arg(pool_id)?))
 }
 
 fn stats_inner(pool_id: u32) -> JsResult<PoolStats> {
@@ -605,9 +606,11 @@ pub struct CheckResult {
 }
 
 #[napi(catch_unwind)]
-pub fn check(pool_id: u32) -> Result<CheckResult, Code> {
+pub fn check(pool_id: f64) -> Result<CheckResult, Code> {
     guard(|| {
-        let r = any_pool(pool_id)?.check().map_err(from_pool)?;
+        let r = any_pool(pool_id_arg(pool_id)?)?
+            .check()
+            .map_err(from_pool)?;
         Ok(CheckResult {
             blocks: r.blocks as f64,
             free_blocks: r.free_blocks as f64,
@@ -625,9 +628,9 @@ pub struct ReapResult {
 }
 
 #[napi(catch_unwind)]
-pub fn reap(pool_id: u32) -> Result<ReapResult, Code> {
+pub fn reap(pool_id: f64) -> Result<ReapResult, Code> {
     guard(|| {
-        let r = any_pool(pool_id)?.reap().map_err(from_pool)?;
+        let r = any_pool(pool_id_arg(pool_id)?)?.reap().map_err(from_pool)?;
         Ok(ReapResult {
             processes: r.processes as f64,
             references: r.references as f64,
@@ -641,14 +644,14 @@ pub fn reap(pool_id: u32) -> Result<ReapResult, Code> {
 /// busy, see core `release.rs`) if the lock is free at once; never waits.
 /// Returns how many are still queued. The TS side calls it from a timer.
 #[napi(catch_unwind)]
-pub fn flush_releases(pool_id: u32) -> Result<u32, Code> {
-    guard(|| Ok(any_pool(pool_id)?.flush_releases() as u32))
+pub fn flush_releases(pool_id: f64) -> Result<u32, Code> {
+    guard(|| Ok(any_pool(pool_id_arg(pool_id)?)?.flush_releases() as u32))
 }
 
 /// Releases of this process waiting for a busy pool lock.
 #[napi(catch_unwind)]
-pub fn queued_releases(pool_id: u32) -> Result<u32, Code> {
-    guard(|| Ok(any_pool(pool_id)?.queued_releases() as u32))
+pub fn queued_releases(pool_id: f64) -> Result<u32, Code> {
+    guard(|| Ok(any_pool(pool_id_arg(pool_id)?)?.queued_releases() as u32))
 }
 
 /// One JS environment stops using the pool. When the last environment that
@@ -657,8 +660,8 @@ pub fn queued_releases(pool_id: u32) -> Result<u32, Code> {
 /// the process leaves the pool once its last live view is released or
 /// collected (views never dangle).
 #[napi(catch_unwind)]
-pub fn close_pool(pool_id: u32) -> Result<(), Code> {
-    guard(|| close_pool_inner(pool_id))
+pub fn close_pool(pool_id: f64) -> Result<(), Code> {
+    guard(|| close_pool_inner(pool_id_arg(pool_id)?))
 }
 
 fn close_pool_inner(pool_id: u32) -> JsResult<()> {
@@ -765,8 +768,8 @@ pub fn test_compact_attaches() -> Result<f64, Code> {
 // disturb a pool, and binding.js (generated from the shipped build) lists it
 // for the fault tests.
 #[napi(catch_unwind)]
-pub fn test_lock_owner(pool_id: u32) -> Result<Option<u32>, Code> {
-    guard(|| Ok(any_pool(pool_id)?.lock_owner()))
+pub fn test_lock_owner(pool_id: f64) -> Result<Option<u32>, Code> {
+    guard(|| Ok(any_pool(pool_id_arg(pool_id)?)?.lock_owner()))
 }
 
 /// Test-only: V8's external-memory counter for this thread, read through

@@ -32,9 +32,9 @@ pub(crate) fn mark_escaped_inner(pool_id: u32, offset: f64, generation: f64) -> 
 /// Whether this process takes the block's handle to have left it; null if
 /// it does not hold the block (tests, diagnostics).
 #[napi(catch_unwind)]
-pub fn block_escaped(pool_id: u32, offset: f64, generation: f64) -> Result<Option<bool>, Code> {
+pub fn block_escaped(pool_id: f64, offset: f64, generation: f64) -> Result<Option<bool>, Code> {
     guard(|| {
-        let pool = any_pool(pool_id)?;
+        let pool = any_pool(crate::errors::pool_id_arg(pool_id)?)?;
         let offset = to_u64(offset, "offset", "ERR_INVALID_ARG")?;
         let generation = to_u64(generation, "generation", "ERR_INVALID_ARG")?;
         Ok(pool.escaped(offset, generation))
