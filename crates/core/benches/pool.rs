@@ -1,4 +1,4 @@
-//! `cargo bench -p arraypool-core`: allocation, lock, attach, and two
+//! `cargo bench -p arraypool-core`: allocation (shared and local), lock, attach, and two
 //! processes allocating at once. Figures go in the closing note / README.
 
 use std::process::Command;
@@ -32,6 +32,27 @@ fn alloc_free(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// The path the bindings take for `makeTransferable` + `release` of an
+/// array that never left the process: `allocate_local` (transfer required,
+/// as JS's default is), released unsent.
+fn alloc_local_free(c: &mut Criterion) {
+    let p = pool(256 << 20);
+    let mut group = c.benchmark_group("allocate_local+release (unsent, transferRequired)");
+    for (label, len) in [("64B", 64u64), ("1KiB", 1024), ("1MiB", 1 << 20)] {
+        let warm = p.allocate_local(len, true).unwrap();
+        p.release(warm.offset, warm.generation).unwrap();
+        group.bench_with_input(BenchmarkId::from_parameter(label), &len, |b, &len| {
+            b.iter(|| {
+                let r = p.allocate_local(len, true).unwrap();
+                p.release(r.offset, r.generation).unwrap();
+            })
+        });
+    }
+    group.finish();
+    // Nothing may stay in flight: the unsent release freed every block.
+    assert_eq!(p.stats().map(|s| s.in_flight_blocks).unwrap_or(u64::MAX), 0);
 }
 
 fn lock(c: &mut Criterion) {
@@ -104,7 +125,7 @@ fn contention(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = alloc_free, lock, attach, contention
+    targets = alloc_free, alloc_local_free, lock, attach, contention
 }
 
 fn main() {
