@@ -374,6 +374,34 @@ test.serial('an array whose view was never made is released by GC too', async (t
   t.is(pool.check().violation, null);
 });
 
+test.serial('lazy arrays join the GC registry at the end of the task that made them: dropped ones are freed, released or read ones once, kept ones stay', async (t) => {
+  // Registration waits for the microtask checkpoint (most arrays are
+  // released or read before it); until then nothing of them may be lost.
+  const key = (a) => `${a.offset}:${a.generation}`;
+  const dtype = new Float64Array(128);
+  const made = (() => {
+    const dropped = makeTransferable(dtype, { transferRequired: false });
+    const released = makeTransferable(dtype, { transferRequired: false });
+    released.release();
+    const read = makeTransferable(dtype, { transferRequired: false });
+    t.is(read.array.length, 128);
+    return { dropped: key(dropped), released: key(released), read: key(read) };
+  })();
+  const kept = makeTransferable(dtype, { transferRequired: false });
+  const listed = () => new Set(pool.blocks().blocks.filter((b) => !b.cached).map((b) => `${b.offset}:${b.generation}`));
+  t.true(listed().has(made.dropped) && listed().has(made.read) && listed().has(key(kept)));
+  t.false(listed().has(made.released));
+  await Promise.resolve(); // the checkpoint
+  const before = pool.stats().heldReferences;
+  for (let i = 0; i < 50 && (listed().has(made.dropped) || listed().has(made.read)); i++) await collectGarbage();
+  t.false(listed().has(made.dropped), 'the dropped lazy array was released by GC');
+  t.false(listed().has(made.read), 'the read one by its view');
+  t.true(listed().has(key(kept)), 'the kept one is still held');
+  t.is(pool.stats().heldReferences, before - 2);
+  kept.release();
+  t.is(pool.check().violation, null);
+});
+
 test('a view made late sees the data, and a released one is empty and detached', (t) => {
   const a = makeTransferable(Float64Array.of(1, 2, 3), { transferRequired: false });
   const b = revive(a.toHandle());

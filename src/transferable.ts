@@ -79,6 +79,19 @@ const unviewed = new FinalizationRegistry<number>((viewId) => {
   }
 });
 
+/**
+ * Lazy arrays made since the last microtask checkpoint, not yet in
+ * `unviewed`: registering costs ~1–1.5 µs of a cold revive + release (a
+ * weak cell, and the unregister token's table entry and lookup), and most
+ * arrays are released, read or forwarded before the task that made them
+ * ends. The ones still lazy and held then are registered at the checkpoint
+ * (`registerLazyArrays`); until then this list holds them, so none can be
+ * collected unregistered.
+ */
+let unregistered: TransferableArray[] = [];
+/** Registers the arrays of `unregistered` that are still lazy (set in TransferableArray's static block). */
+let registerLazyArrays: () => void;
+
 export interface TransferOptions {
   /**
    * Default true: the block survives this process's last reference until
@@ -126,6 +139,8 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
   #viewId: number;
   #pool: Pool;
   #released = false;
+  /** In `unviewed` (see `unregistered`). */
+  #registered = false;
 
   /**
    * The `__arraypool__` property of every instance made here: one shared
@@ -168,7 +183,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
       // was never read would keep its reference until the pool closed.
       this.#view();
     } else if (buffer === undefined) {
-      unviewed.register(this, this.#viewId, this);
+      if (unregistered.push(this) === 1) queueMicrotask(registerLazyArrays);
     } else {
       const info = DTYPES[handle.dtype];
       this.#array = info.view(buffer, 0, handle.byteLength / info.bytesPerElement) as T;
@@ -245,7 +260,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
       return this.#array;
     }
     const buffer = native(() => binding.viewOf(this.#viewId));
-    unviewed.unregister(this);
+    if (this.#registered) unviewed.unregister(this);
     this.#buffer = buffer;
     this.#array = info.view(buffer, 0, this.#byteLength / info.bytesPerElement) as T;
     return this.#array;
@@ -299,7 +314,7 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
       // reference held, GC still releases it).
       native(() => binding.release(this.#viewId, undefined));
       this.#released = true;
-      unviewed.unregister(this);
+      if (this.#registered) unviewed.unregister(this);
       return;
     }
     this.#released = true;
@@ -371,6 +386,15 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
   }
 
   static {
+    registerLazyArrays = () => {
+      const made = unregistered;
+      unregistered = [];
+      for (const t of made) {
+        if (t.#released || t.#buffer !== undefined) continue;
+        unviewed.register(t, t.#viewId, t);
+        t.#registered = true;
+      }
+    };
     // A writable data property here makes `this.__arraypool__ = ...` create
     // an own property on the instance: a setter or a read-only
     // `__arraypool__` planted on Object.prototype is never reached.
