@@ -622,30 +622,44 @@ function attachCompact(text: string): TransferableArray | undefined {
   return new TransferableArray(pool, undefined, handle, true, text);
 }
 
+/** @internal Test hooks (tests only): runs where a race with another thread can interleave. */
+export const testHooks: { beforeOpenInIsolate?: () => void } = {};
+
 /**
  * The pool `attachCompact` attached from (`written[6]`), open in the
  * process (another worker thread opened it) but not yet in this isolate:
  * opens it here, as the slow path would. The reference just taken (view id
  * `written[0]`) is kept: given back, it could free a block whose sender has
- * let it go, and the slow path would then find the handle stale. Released
- * if the pool cannot be opened here. `written` is left as it was.
+ * let it go, and the slow path would then find the handle stale. If the
+ * pool was closed meanwhile (by the thread that had it open) and opens here
+ * as a new attachment, the block is taken again through that one before
+ * the first reference goes, so that it never drops to no reference;
+ * `written[0]` is then the new view id. The reference is released if
+ * nothing can be opened or attached here. `written` is otherwise left as
+ * it was.
  */
 function openInThisIsolate(written: Float64Array): Pool {
   const saved = written.slice();
   const poolId = saved[6] as number;
-  const viewId = saved[0] as number;
+  const first = saved[0] as number;
+  let pool: Pool;
   try {
-    const pool = poolByName(native(() => binding.poolName(poolId)));
+    testHooks.beforeOpenInIsolate?.();
+    pool = poolByName(native(() => binding.poolName(poolId)));
     if (pool.id !== poolId) {
-      throw new ArrayPoolError('ERR_INTERNAL', `pool ${pool.name} opened as id ${pool.id}, attached as ${poolId}`);
+      const reopened = pool;
+      native(() => binding.attachUnviewed(reopened.id, saved[1] as number, saved[2] as number, saved[3] as number, saved[4] as number, written));
+      saved[0] = written[0] as number;
     }
-    return pool;
   } catch (error) {
-    native(() => binding.release(viewId, undefined));
-    throw error;
-  } finally {
     written.set(saved);
+    native(() => binding.release(first, undefined));
+    throw error;
   }
+  written.set(saved);
+  // Throws only for a view id it does not know, which `first` is not.
+  if (saved[0] !== first) native(() => binding.release(first, undefined));
+  return pool;
 }
 
 /**

@@ -233,7 +233,7 @@ pub fn is_creator(id: f64) -> Result<bool, Code> {
 #[napi(catch_unwind)]
 pub fn allocate<'env>(
     env: &'env Env,
-    pool_id: u32,
+    pool_id: f64,
     byte_length: f64,
     transfer_required: bool,
     out: Unknown,
@@ -241,7 +241,7 @@ pub fn allocate<'env>(
     guard(|| {
         let value = allocate_inner(
             env.raw(),
-            pool_id,
+            pool_id_arg(pool_id)?,
             byte_length,
             transfer_required,
             out.raw(),
@@ -282,7 +282,7 @@ fn array_buffer(env: &Env, value: napi::sys::napi_value) -> JsResult<ArrayBuffer
 #[napi(catch_unwind)]
 pub fn allocate_copy(
     env: &Env,
-    pool_id: u32,
+    pool_id: f64,
     source: Unknown,
     byte_length: f64,
     transfer_required: bool,
@@ -291,7 +291,7 @@ pub fn allocate_copy(
     guard(|| {
         allocate_copy_inner(
             env.raw(),
-            pool_id,
+            pool_id_arg(pool_id)?,
             source.raw(),
             byte_length,
             transfer_required,
@@ -318,6 +318,9 @@ fn allocate_copy_inner(
                     "source's ArrayBuffer is detached (transferred or released): there is nothing to copy"
                 }
                 views::NoBytes::Empty => "source is empty: there is nothing to copy",
+                views::NoBytes::UnsupportedKind => {
+                    "source is a typed array of a kind no pool dtype holds (e.g. Float16Array)"
+                }
             },
         ));
     };
@@ -352,7 +355,7 @@ fn allocate_copy_inner(
 #[napi(catch_unwind)]
 pub fn attach_unviewed(
     env: &Env,
-    pool_id: u32,
+    pool_id: f64,
     offset: f64,
     generation: f64,
     byte_offset: f64,
@@ -362,7 +365,7 @@ pub fn attach_unviewed(
     guard(|| {
         attach_unviewed_inner(
             env.raw(),
-            pool_id,
+            pool_id_arg(pool_id)?,
             [offset, generation, byte_offset, byte_length],
             out.raw(),
         )
@@ -456,7 +459,7 @@ fn view_of_handle(
 #[napi(catch_unwind)]
 pub fn attach<'env>(
     env: &'env Env,
-    pool_id: u32,
+    pool_id: f64,
     offset: f64,
     generation: f64,
     byte_offset: f64,
@@ -466,7 +469,7 @@ pub fn attach<'env>(
     guard(|| {
         let value = view_of_handle(
             env.raw(),
-            pool_id,
+            pool_id_arg(pool_id)?,
             [offset, generation, byte_offset, byte_length],
             out.raw(),
             Pool::attach_range,
@@ -480,7 +483,7 @@ pub fn attach<'env>(
 #[napi(catch_unwind)]
 pub fn share<'env>(
     env: &'env Env,
-    pool_id: u32,
+    pool_id: f64,
     offset: f64,
     generation: f64,
     byte_offset: f64,
@@ -490,7 +493,7 @@ pub fn share<'env>(
     guard(|| {
         let value = view_of_handle(
             env.raw(),
-            pool_id,
+            pool_id_arg(pool_id)?,
             [offset, generation, byte_offset, byte_length],
             out.raw(),
             Pool::share_range,

@@ -18,8 +18,8 @@ type JsResult<T> = std::result::Result<T, JsError>;
 /// process does not hold the block (nothing to protect). Works on a pool
 /// being closed too (its views are still live).
 #[napi(catch_unwind)]
-pub fn mark_escaped(pool_id: u32, offset: f64, generation: f64) -> Result<bool, Code> {
-    guard(|| mark_escaped_inner(pool_id, offset, generation))
+pub fn mark_escaped(pool_id: f64, offset: f64, generation: f64) -> Result<bool, Code> {
+    guard(|| mark_escaped_inner(crate::errors::pool_id_arg(pool_id)?, offset, generation))
 }
 
 pub(crate) fn mark_escaped_inner(pool_id: u32, offset: f64, generation: f64) -> JsResult<bool> {

@@ -280,8 +280,8 @@ pub fn typed_array_bytes(env: sys::napi_env, value: sys::napi_value) -> Option<(
 }
 
 /// Why `typed_array_bytes` found no bytes in `value`, for the error: not a
-/// typed array, a detached one (its buffer transferred or released), or an
-/// empty one. Only on that failure path: the calls it makes cost nothing
+/// typed array, a detached one (its buffer transferred or released), an
+/// empty one, or one of a kind it does not read. Only on that failure path: the calls it makes cost nothing
 /// on a good one.
 pub fn no_bytes_reason(env: sys::napi_env, value: sys::napi_value) -> NoBytes {
     let (mut kind, mut length, mut buffer) = (0, 0usize, std::ptr::null_mut());
@@ -308,8 +308,11 @@ pub fn no_bytes_reason(env: sys::napi_env, value: sys::napi_value) -> NoBytes {
     let status = unsafe { sys::napi_is_detached_arraybuffer(env, buffer, &mut detached) };
     if status == sys::Status::napi_ok && detached {
         NoBytes::Detached
-    } else {
+    } else if length == 0 {
         NoBytes::Empty
+    } else {
+        // A kind `typed_array_bytes` does not read (Float16Array).
+        NoBytes::UnsupportedKind
     }
 }
 
@@ -319,6 +322,7 @@ pub enum NoBytes {
     NotTypedArray,
     Detached,
     Empty,
+    UnsupportedKind,
 }
 
 /// A caller's `out` Float64Array, where a call writes its small results

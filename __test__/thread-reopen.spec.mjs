@@ -1,0 +1,70 @@
+// A worker thread revives a compact handle of a pool open in the process
+// but not in its isolate, while the main thread closes that pool between
+// the native attach and the thread's opening it: the thread then opens the
+// pool as a new attachment, takes the block again through it and gives the
+// first reference back. Interleaved with a test hook and Atomics, not timing.
+import test from 'ava';
+import { fork } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+
+import { revive } from '../dist/index.js';
+import { hooks } from './testing-addon.mjs';
+
+const OWNER = fileURLToPath(new URL('./fixtures/owner.mjs', import.meta.url));
+const DIST = new URL('../dist/index.js', import.meta.url).href;
+const TRANSFERABLE = new URL('../dist/src/transferable.js', import.meta.url).href;
+
+test.serial('a pool closed by the main thread while a thread attaches from it: the thread reopens it and keeps the block', async (t) => {
+  const env = { ...process.env, TEST_BACKING: 'shm', ARRAYPOOL_SIZE: '4M' };
+  delete env.ARRAYPOOL_SEGMENT;
+  const owner = fork(OWNER, [], { env, serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const exited = once(owner, 'exit');
+  const signal = new Int32Array(new SharedArrayBuffer(4));
+  const worker = new Worker(
+    `Promise.all([import(${JSON.stringify(DIST)}), import(${JSON.stringify(TRANSFERABLE)})]).then(([{ revive }, { testHooks }]) => {
+       const { parentPort, workerData } = require('node:worker_threads');
+       // Between the native attach and opening the pool here: let the main
+       // thread close it, and wait until it has.
+       testHooks.beforeOpenInIsolate = () => {
+         parentPort.postMessage('close it now');
+         Atomics.wait(workerData, 0, 0);
+       };
+       parentPort.on('message', (text) => {
+         try {
+           const r = revive({ __arraypool__: text });
+           const reply = { values: [...r.array], segment: r.segment };
+           r.release();
+           parentPort.postMessage(reply);
+         } catch (error) {
+           parentPort.postMessage({ error: error.code ?? String(error), message: error.message });
+         }
+       });
+       parentPort.postMessage('ready');
+     });`,
+    { eval: true, workerData: signal },
+  );
+  try {
+    const [hello] = await once(owner, 'message');
+    await once(worker, 'message');
+    // The main thread opens the owner's pool (it did not create it: its
+    // close leaves the name in place) and reads the handle's compact form.
+    const theirs = revive(hello.handle);
+    const text = JSON.parse(JSON.stringify(theirs)).__arraypool__;
+    const taken = hooks.testCompactAttaches();
+    worker.postMessage(text);
+    t.is((await once(worker, 'message'))[0], 'close it now');
+    theirs.release();
+    theirs.pool.close();
+    Atomics.store(signal, 0, 1);
+    Atomics.notify(signal, 0);
+    const [reply] = await once(worker, 'message');
+    t.deepEqual(reply, { values: [1, 2, 3], segment: hello.name });
+    t.is(hooks.testCompactAttaches() - taken, 1, 'taken natively, then again through the reopened pool');
+  } finally {
+    await worker.terminate();
+    owner.send('exit');
+    await exited;
+  }
+});
