@@ -68,3 +68,43 @@ test.serial('a pool closed by the main thread while a thread attaches from it: t
     await exited;
   }
 });
+
+test.serial('a worker thread that opened a pool closes its open when it ends, so the creator can close and unlink the pool', async (t) => {
+  const { existsSync } = await import('node:fs');
+  const { makeTransferable, startPool } = await import('../dist/index.js');
+  const name = `arraypool-test-teardown-${process.pid}`;
+  const pool = startPool({ backing: 'shm', name, size: '4M' });
+  const sent = makeTransferable(new Float64Array([7, 8]), { transferRequired: false });
+  const text = JSON.parse(JSON.stringify(sent)).__arraypool__;
+  const worker = (how) =>
+    new Worker(
+      `import(${JSON.stringify(DIST)}).then(({ revive }) => {
+         const { parentPort } = require('node:worker_threads');
+         parentPort.once('message', (text) => {
+           const r = revive({ __arraypool__: text });
+           const values = [...r.array];
+           r.release();
+           parentPort.postMessage(values);
+           // 'end': nothing left to do, the thread ends by itself.
+           if (${JSON.stringify(how)} === 'end') parentPort.close();
+         });
+       });`,
+      { eval: true },
+    );
+  try {
+    for (const how of ['end', 'terminate']) {
+      const w = worker(how);
+      const exited = once(w, 'exit');
+      w.postMessage(text);
+      t.deepEqual((await once(w, 'message'))[0], [7, 8], how);
+      if (how === 'terminate') await w.terminate();
+      await exited;
+    }
+    sent.release();
+    t.true(existsSync(`/dev/shm/${name}`));
+    pool.close();
+    t.false(existsSync(`/dev/shm/${name}`), 'the threads had given their opens back: close() left the pool and unlinked it');
+  } finally {
+    if (!pool.closed) pool.close();
+  }
+});

@@ -281,10 +281,16 @@ const pools = new Map<string, Pool>();
 const poolsById = new Map<number, Pool>();
 let defaultPool: Pool | undefined;
 
-/** Records a pool this process opened, by name (for handles) and by id (for `toTransferable`). */
+/**
+ * Records a pool this process opened, by name (for handles) and by id (for
+ * `toTransferable`). In a worker thread, which has no exit hooks, the
+ * binding closes this isolate's open of the pool when the thread ends
+ * (unless `close()` came first): each isolate counts as one opener.
+ */
 function remember(pool: Pool): Pool {
   pools.set(pool.name, pool);
   poolsById.set(pool.id, pool);
+  if (!isMainThread) native(() => binding.closeAtTeardown(pool.id));
   return pool;
 }
 

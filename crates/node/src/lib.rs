@@ -28,6 +28,7 @@ mod fast;
 pub mod flight;
 mod registry;
 pub mod segments;
+pub mod teardown;
 pub mod unsent;
 mod views;
 
@@ -663,11 +664,15 @@ pub fn queued_releases(pool_id: f64) -> Result<u32, Code> {
 /// the process leaves the pool once its last live view is released or
 /// collected (views never dangle).
 #[napi(catch_unwind)]
-pub fn close_pool(pool_id: f64) -> Result<(), Code> {
-    guard(|| close_pool_inner(pool_id_arg(pool_id)?))
+pub fn close_pool(env: &Env, pool_id: f64) -> Result<(), Code> {
+    guard(|| {
+        let pool_id = pool_id_arg(pool_id)?;
+        teardown::forget(env.raw(), pool_id)?;
+        close_pool_inner(pool_id)
+    })
 }
 
-fn close_pool_inner(pool_id: u32) -> JsResult<()> {
+pub(crate) fn close_pool_inner(pool_id: u32) -> JsResult<()> {
     let pool = {
         let mut r = registry();
         let Some(entry) = r.pools.get_mut(pool_id as usize) else {
