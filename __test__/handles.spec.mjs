@@ -402,6 +402,19 @@ test.serial('lazy arrays join the GC registry at the end of the task that made t
   t.is(pool.check().violation, null);
 });
 
+test.serial('a long synchronous stretch of make + release keeps no released array alive until it ends', (t) => {
+  // Lazy arrays wait for the checkpoint to join the GC registry; the list
+  // that holds them is flushed early when it grows, or 100 000 released
+  // arrays (~230 bytes each) would stay on the heap until the task ended.
+  const source = new Float64Array(16);
+  globalThis.gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < 100_000; i++) makeTransferable(source, { transferRequired: false }).release();
+  globalThis.gc();
+  const grown = process.memoryUsage().heapUsed - before;
+  t.true(grown < 8 * 2 ** 20, `the heap grew by ${grown} bytes`);
+});
+
 test('a view made late sees the data, and a released one is empty and detached', (t) => {
   const a = makeTransferable(Float64Array.of(1, 2, 3), { transferRequired: false });
   const b = revive(a.toHandle());

@@ -89,6 +89,8 @@ const unviewed = new FinalizationRegistry<number>((viewId) => {
  * collected unregistered.
  */
 let unregistered: TransferableArray[] = [];
+/** Most arrays `unregistered` holds before it is flushed without waiting for the checkpoint. */
+const MAX_UNREGISTERED = 1024;
 /** Registers the arrays of `unregistered` that are still lazy (set in TransferableArray's static block). */
 let registerLazyArrays: () => void;
 
@@ -181,9 +183,20 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
       // A worker thread's isolate runs no FinalizationRegistry callback at
       // teardown (napi finalizers of made views do run): a lazy view that
       // was never read would keep its reference until the pool closed.
-      this.#view();
+      try {
+        this.#view();
+      } catch (error) {
+        // Nobody else owns the reference yet.
+        native(() => binding.release(this.#viewId, undefined));
+        throw error;
+      }
     } else if (buffer === undefined) {
-      if (unregistered.push(this) === 1) queueMicrotask(registerLazyArrays);
+      // Flushed at the checkpoint, or at once when a long synchronous
+      // stretch has made many: the list must not keep thousands of
+      // released arrays alive until the task ends.
+      const pending = unregistered.push(this);
+      if (pending === 1) queueMicrotask(registerLazyArrays);
+      else if (pending >= MAX_UNREGISTERED) registerLazyArrays();
     } else {
       const info = DTYPES[handle.dtype];
       this.#array = info.view(buffer, 0, handle.byteLength / info.bytesPerElement) as T;
@@ -389,9 +402,17 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
     registerLazyArrays = () => {
       const made = unregistered;
       unregistered = [];
-      for (const t of made) {
+      for (let i = 0; i < made.length; i++) {
+        const t = made[i] as TransferableArray;
         if (t.#released || t.#buffer !== undefined) continue;
-        unviewed.register(t, t.#viewId, t);
+        try {
+          unviewed.register(t, t.#viewId, t);
+        } catch (error) {
+          // Out of memory, in practice: the rest wait for the next flush.
+          const rest = made.slice(i);
+          if (unregistered.push(...rest) === rest.length) queueMicrotask(registerLazyArrays);
+          throw error;
+        }
         t.#registered = true;
       }
     };
@@ -653,7 +674,12 @@ function openInThisIsolate(written: Float64Array): Pool {
     }
   } catch (error) {
     written.set(saved);
-    native(() => binding.release(first, undefined));
+    try {
+      native(() => binding.release(first, undefined));
+    } catch {
+      // The first error is the one to report; this reference goes when
+      // its pool closes.
+    }
     throw error;
   }
   written.set(saved);
