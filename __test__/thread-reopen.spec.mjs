@@ -89,7 +89,8 @@ test.serial('a worker thread that opened a pool closes its open when it ends, so
     new Worker(
       `import(${JSON.stringify(DIST)}).then(({ revive }) => {
          const { parentPort } = require('node:worker_threads');
-         parentPort.once('message', (text) => {
+         // Listening keeps the thread alive until it closes its port or is terminated.
+         parentPort.on('message', (text) => {
            const r = revive({ __arraypool__: text });
            const values = [...r.array];
            r.release();
@@ -109,10 +110,19 @@ test.serial('a worker thread that opened a pool closes its open when it ends, so
       if (how === 'terminate') await w.terminate();
       await exited;
     }
+    // A thread still using the pool keeps it: close() leaves it to that
+    // thread, and its end gives the last open back (once, not twice).
+    const holder = worker('stay');
+    const holderExited = once(holder, 'exit');
+    holder.postMessage(text);
+    t.deepEqual((await once(holder, 'message'))[0], [7, 8], 'stay');
     sent.release();
     t.true(existsSync(`/dev/shm/${name}`));
     pool.close();
-    t.false(existsSync(`/dev/shm/${name}`), 'the threads had given their opens back: close() left the pool and unlinked it');
+    t.true(existsSync(`/dev/shm/${name}`), 'a thread still has the pool open');
+    await holder.terminate();
+    await holderExited;
+    t.false(existsSync(`/dev/shm/${name}`), 'the threads had given their opens back: the pool was left and its name unlinked');
   } finally {
     if (!pool.closed) pool.close();
   }

@@ -288,9 +288,18 @@ let defaultPool: Pool | undefined;
  * (unless `close()` came first): each isolate counts as one opener.
  */
 function remember(pool: Pool): Pool {
+  if (!isMainThread) {
+    try {
+      native(() => binding.closeAtTeardown(pool.id));
+    } catch (error) {
+      // Not remembered without it: this isolate's open would never be
+      // given back.
+      native(() => binding.closePool(pool.id));
+      throw error;
+    }
+  }
   pools.set(pool.name, pool);
   poolsById.set(pool.id, pool);
-  if (!isMainThread) native(() => binding.closeAtTeardown(pool.id));
   return pool;
 }
 

@@ -683,7 +683,7 @@ function openInThisIsolate(written: Float64Array): Pool {
     throw error;
   }
   written.set(saved);
-  // Throws only for a view id it does not know, which `first` is not.
+  // Throws only for a view id that is not an integer, which `first` is not.
   if (saved[0] !== first) native(() => binding.release(first, undefined));
   return pool;
 }

@@ -82,7 +82,8 @@ pub fn close_at_teardown(env: &Env, pool_id: f64) -> Result<(), Code> {
 /// Takes back `close_at_teardown` for this environment's open of the pool,
 /// if it was asked for (a closed pool is not closed again at teardown).
 pub(crate) fn forget(env: sys::napi_env, pool_id: u32) -> std::result::Result<(), JsError> {
-    let Some(arg) = hooks().remove(&(env as usize, pool_id)) else {
+    let key = (env as usize, pool_id);
+    let Some(arg) = hooks().remove(&key) else {
         return Ok(());
     };
     // SAFETY: the hook registered with this function and argument in this
@@ -90,9 +91,13 @@ pub(crate) fn forget(env: sys::napi_env, pool_id: u32) -> std::result::Result<()
     let status = unsafe {
         sys::napi_remove_env_cleanup_hook(env, Some(close_at_env_teardown), arg as *mut c_void)
     };
-    if status == sys::Status::napi_ok {
-        // SAFETY: removed: the hook will never run, so nothing else frees it.
-        drop(unsafe { Box::from_raw(arg as *mut Teardown) });
+    if status != sys::Status::napi_ok {
+        // Still registered: keep its entry (the hook removes it), and do
+        // not close now, or teardown would count this open off twice.
+        hooks().insert(key, arg);
+        return Err(coded("ERR_NAPI", "napi_remove_env_cleanup_hook failed"));
     }
+    // SAFETY: removed: the hook will never run, so nothing else frees it.
+    drop(unsafe { Box::from_raw(arg as *mut Teardown) });
     Ok(())
 }

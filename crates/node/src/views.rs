@@ -281,8 +281,8 @@ pub fn typed_array_bytes(env: sys::napi_env, value: sys::napi_value) -> Option<(
 
 /// Why `typed_array_bytes` found no bytes in `value`, for the error: not a
 /// typed array, a detached one (its buffer transferred or released), an
-/// empty one, or one of a kind it does not read. Only on that failure path: the calls it makes cost nothing
-/// on a good one.
+/// empty one, or one of a kind it does not read. Only on that failure
+/// path: the calls it makes cost nothing on a good one.
 pub fn no_bytes_reason(env: sys::napi_env, value: sys::napi_value) -> NoBytes {
     let (mut kind, mut length, mut buffer) = (0, 0usize, std::ptr::null_mut());
     // SAFETY: env and value come from napi for the current call; the out
