@@ -293,8 +293,13 @@ function remember(pool: Pool): Pool {
       native(() => binding.closeAtTeardown(pool.id));
     } catch (error) {
       // Not remembered without it: this isolate's open would never be
-      // given back.
-      native(() => binding.closePool(pool.id));
+      // given back. close() also stops the pool's flush timer; the first
+      // error is the one to report.
+      try {
+        pool.close();
+      } catch {
+        // The open then goes when the process exits.
+      }
       throw error;
     }
   }

@@ -186,8 +186,13 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
       try {
         this.#view();
       } catch (error) {
-        // Nobody else owns the reference yet.
-        native(() => binding.release(this.#viewId, undefined));
+        // Nobody else owns the reference yet. The view's error is the one
+        // to report.
+        try {
+          native(() => binding.release(this.#viewId, undefined));
+        } catch {
+          // It then goes when the pool closes.
+        }
         throw error;
       }
     } else if (buffer === undefined) {
