@@ -73,16 +73,19 @@ export function ownData(value: object, key: PropertyKey): unknown {
   return desc !== undefined && 'value' in desc ? desc.value : undefined;
 }
 
-/** Whether a value claims to be a handle (it may still be malformed). */
-export function looksLikeHandle(value: unknown): value is Record<string, unknown> {
+/**
+ * An object's own data property `__arraypool__` (undefined if it has none):
+ * what makes it claim to be a handle, read once.
+ */
+export function handleFormat(value: object): unknown {
   // `hasOwn` first: it makes no descriptor object, and most objects a
   // message carries are not handles.
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    Object.hasOwn(value, '__arraypool__') &&
-    ownData(value, '__arraypool__') !== undefined
-  );
+  return Object.hasOwn(value, '__arraypool__') ? ownData(value, '__arraypool__') : undefined;
+}
+
+/** Whether a value claims to be a handle (it may still be malformed). */
+export function looksLikeHandle(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && handleFormat(value) !== undefined;
 }
 
 /** A short description of a received value for an error message (never runs its code: no toString). */

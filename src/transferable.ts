@@ -34,6 +34,7 @@ import {
   HANDLE_FORMAT,
   checkShape,
   compactHandle,
+  handleFormat,
   looksLikeHandle,
   ownData,
   parseHandle,
@@ -413,9 +414,10 @@ export class TransferableArray<T extends PoolTypedArray = PoolTypedArray> {
         try {
           unviewed.register(t, t.#viewId, t);
         } catch (error) {
-          // Out of memory, in practice: the rest wait for the next flush.
-          const rest = made.slice(i);
-          if (unregistered.push(...rest) === rest.length) queueMicrotask(registerLazyArrays);
+          // Out of memory, in practice: the rest wait for the next flush
+          // (registering runs no JS, so nothing joined the list meanwhile).
+          unregistered = made.slice(i);
+          queueMicrotask(registerLazyArrays);
           throw error;
         }
         t.#registered = true;
@@ -671,12 +673,12 @@ function openInThisIsolate(written: Float64Array): Pool {
   let pool: Pool;
   try {
     testHooks.beforeOpenInIsolate?.();
-    pool = poolByName(native(() => binding.poolName(poolId)));
-    if (pool.id !== poolId) {
-      const reopened = pool;
-      native(() => binding.attachUnviewed(reopened.id, saved[1] as number, saved[2] as number, saved[3] as number, saved[4] as number, written));
+    const opened = poolByName(native(() => binding.poolName(poolId)));
+    if (opened.id !== poolId) {
+      native(() => binding.attachUnviewed(opened.id, saved[1] as number, saved[2] as number, saved[3] as number, saved[4] as number, written));
       saved[0] = written[0] as number;
     }
+    pool = opened;
   } catch (error) {
     written.set(saved);
     try {
@@ -734,9 +736,7 @@ export function revive<T>(value: T): T {
   const attached: TransferableArray[] = [];
   try {
     return reviveMessage(value, (node) => {
-      // looksLikeHandle's test, keeping the value it reads for attachHandle.
-      if (!Object.hasOwn(node, '__arraypool__')) return NOT_A_LEAF;
-      const format = ownData(node, '__arraypool__');
+      const format = handleFormat(node);
       if (format === undefined) return NOT_A_LEAF;
       const live = attachHandle(node as Record<string, unknown>, format);
       attached.push(live);

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use arraypool_core::{Handle, Pool, PoolOptions};
+use arraypool_core::{BlockRef, Handle, Pool, PoolOptions};
 use criterion::{criterion_group, BenchmarkId, Criterion};
 
 const CHILD_ENV: &str = "ARRAYPOOL_BENCH_CHILD";
@@ -17,40 +17,42 @@ fn pool(capacity: u64) -> Pool {
     .expect("create pool")
 }
 
-fn alloc_free(c: &mut Criterion) {
+/// Allocate+release pairs of 64 B, 1 KiB and 1 MiB through `allocate`.
+fn alloc_release_group(
+    c: &mut Criterion,
+    name: &str,
+    allocate: impl Fn(&Pool, u64) -> arraypool_core::Result<BlockRef>,
+) -> Pool {
     let p = pool(256 << 20);
-    let mut group = c.benchmark_group("allocate+release");
+    let mut group = c.benchmark_group(name);
     for (label, len) in [("64B", 64u64), ("1KiB", 1024), ("1MiB", 1 << 20)] {
         // Warm the region once so the loop measures the steady state.
-        let warm = p.allocate(len, false).unwrap();
+        let warm = allocate(&p, len).unwrap();
         p.release(warm.offset, warm.generation).unwrap();
         group.bench_with_input(BenchmarkId::from_parameter(label), &len, |b, &len| {
             b.iter(|| {
-                let r = p.allocate(len, false).unwrap();
+                let r = allocate(&p, len).unwrap();
                 p.release(r.offset, r.generation).unwrap();
             })
         });
     }
     group.finish();
+    p
+}
+
+fn alloc_free(c: &mut Criterion) {
+    alloc_release_group(c, "allocate+release", |p, len| p.allocate(len, false));
 }
 
 /// The path the bindings take for `makeTransferable` + `release` of an
 /// array that never left the process: `allocate_local` (transfer required,
 /// as JS's default is), released unsent.
 fn alloc_local_free(c: &mut Criterion) {
-    let p = pool(256 << 20);
-    let mut group = c.benchmark_group("allocate_local+release (unsent, transferRequired)");
-    for (label, len) in [("64B", 64u64), ("1KiB", 1024), ("1MiB", 1 << 20)] {
-        let warm = p.allocate_local(len, true).unwrap();
-        p.release(warm.offset, warm.generation).unwrap();
-        group.bench_with_input(BenchmarkId::from_parameter(label), &len, |b, &len| {
-            b.iter(|| {
-                let r = p.allocate_local(len, true).unwrap();
-                p.release(r.offset, r.generation).unwrap();
-            })
-        });
-    }
-    group.finish();
+    let p = alloc_release_group(
+        c,
+        "allocate_local+release (unsent, transferRequired)",
+        |p, len| p.allocate_local(len, true),
+    );
     // Nothing may stay in flight: the unsent release freed every block.
     assert_eq!(p.stats().map(|s| s.in_flight_blocks).unwrap_or(u64::MAX), 0);
 }

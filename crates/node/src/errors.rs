@@ -53,19 +53,18 @@ pub fn to_u64(value: f64, what: &str, code: &'static str) -> std::result::Result
 /// a double and check it here: napi-rs's `u32` converts as JS's `ToUint32`
 /// does, so NaN, a fraction or -1 would name another pool (NaN pool 0).
 pub fn pool_id_arg(value: f64) -> std::result::Result<u32, JsError> {
-    // In range first, so that the cast is exact for integers; the round
-    // trip then finds fractions (NaN fails the range test).
-    if (0.0..=f64::from(u32::MAX)).contains(&value) && f64::from(value as u32) == value {
-        Ok(value as u32)
-    } else {
-        Err(coded(
-            "ERR_INVALID_ARG",
-            format!(
-                "poolId must be an integer from 0 to {}, got {value}",
-                u32::MAX
-            ),
-        ))
-    }
+    to_u64(value, "poolId", "ERR_INVALID_ARG")
+        .ok()
+        .and_then(|id| u32::try_from(id).ok())
+        .ok_or_else(|| {
+            coded(
+                "ERR_INVALID_ARG",
+                format!(
+                    "poolId must be an integer from 0 to {}, got {value}",
+                    u32::MAX
+                ),
+            )
+        })
 }
 
 /// The body of every export. A panic must never unwind into Node-API: it

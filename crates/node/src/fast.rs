@@ -125,10 +125,8 @@ fn number(env: sys::napi_env, value: sys::napi_value) -> std::result::Result<f64
     }
 }
 
-/// A pool id: an integer from 0 to `u32::MAX`. Read as a double and
-/// checked, not through `napi_get_value_uint32`, which converts as JS's
-/// `ToUint32` does (NaN, a fraction or -1 would name another pool: NaN
-/// read as pool 0).
+/// A pool id, read as a double and checked (`errors::pool_id_arg`), not
+/// through `napi_get_value_uint32`, which reads NaN as pool 0.
 fn pool_id(env: sys::napi_env, value: sys::napi_value) -> std::result::Result<u32, JsError> {
     crate::errors::pool_id_arg(number(env, value)?)
 }

@@ -153,14 +153,11 @@ fn open_pool_inner(name: String, config: Option<PoolConfig>) -> JsResult<u32> {
         // Another JS environment of this process (a worker thread, the main
         // thread) has it open: share the attachment, count the opener.
         let mut r = registry();
-        let open = r
-            .pools
-            .iter_mut()
-            .enumerate()
-            .find(|(_, p)| p.pool.name() == bare && !p.closing && !p.pool.is_closed());
-        if let Some((id, entry)) = open {
-            entry.opens += 1;
-            return Ok(id as u32);
+        if let Some(id) = r.open_pool_named(bare.as_bytes()) {
+            if let Some(entry) = r.pools.get_mut(id) {
+                entry.opens += 1;
+                return Ok(id as u32);
+            }
         }
     }
     let pool = Pool::open(&name, options(config)?).map_err(from_pool)?;
@@ -186,16 +183,12 @@ pub fn pool_backing(id: f64) -> Result<String, Code> {
     })
 }
 
-/// The pool open in this process (not closing) whose name is `name`, with
-/// its id: `attachCompact` finds a handle's pool by the name it spells.
+/// The pool open in this process whose name is `name`, with its id:
+/// `attachCompact` finds a handle's pool by the name it spells.
 fn open_pool_named(name: &[u8]) -> Option<(u32, Arc<Pool>)> {
     let r = registry();
-    let (id, open) = r
-        .pools
-        .iter()
-        .enumerate()
-        .find(|(_, p)| !p.closing && !p.pool.is_closed() && p.pool.name().as_bytes() == name)?;
-    Some((u32::try_from(id).ok()?, open.pool.clone()))
+    let id = r.open_pool_named(name)?;
+    Some((u32::try_from(id).ok()?, r.pools.get(id)?.pool.clone()))
 }
 
 fn pool(id: u32) -> JsResult<Arc<Pool>> {

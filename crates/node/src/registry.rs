@@ -101,6 +101,15 @@ impl Registry {
         id
     }
 
+    /// The id of the pool open in this process (neither closing nor
+    /// closed) whose name is `name`: the attachment every JS environment
+    /// that opens the pool shares, and what a compact handle names.
+    pub fn open_pool_named(&self, name: &[u8]) -> Option<usize> {
+        self.pools
+            .iter()
+            .position(|p| !p.closing && !p.pool.is_closed() && p.pool.name().as_bytes() == name)
+    }
+
     pub fn remove_view(&mut self, id: u64) -> Option<View> {
         let view = self.views.remove(&id)?;
         if let Some(located) = self.by_address.get_mut(&view.address) {
