@@ -16,10 +16,10 @@ import type { MessagePort, Worker } from 'node:worker_threads';
 import { channelBudget, maxBytesInFlight, type ChannelEnd } from './backpressure.js';
 import { ArrayPoolError } from './errors.js';
 import { joinDelivery, keepReceived, runHandler, type Delivery } from './received.js';
+import { NOT_A_LEAF } from './walk.js';
 import { dtypeOf, type PoolTypedArray } from './dtypes.js';
-import { looksLikeHandle, type CompactHandle } from './handle.js';
+import { handleFormat, looksLikeHandle, type CompactHandle } from './handle.js';
 import {
-  NOT_A_LEAF,
   TransferableArray,
   attachHandle,
   makeTransferable,
@@ -421,8 +421,8 @@ export function encodeMessage(message: unknown, options: EncodeOptions): Encoded
 export function decodeMessage(message: unknown, { plainArrays, json }: { plainArrays: boolean; json: boolean }): Decoded {
   const references: TransferableArray[] = [];
   const failures: unknown[] = [];
-  const attach = (handle: object): TransferableArray => {
-    const t = attachHandle(handle as Record<string, unknown>);
+  const attach = (handle: object, format?: unknown): TransferableArray => {
+    const t = attachHandle(handle as Record<string, unknown>, format);
     references.push(t);
     return t;
   };
@@ -432,8 +432,9 @@ export function decodeMessage(message: unknown, { plainArrays, json }: { plainAr
     if (isArrayMark(node)) return attach(node[ARRAY_MARK]).array;
     // Tags exist only on JSON channels: elsewhere such a key is the sender's data.
     if (json && isJsonTag(node)) return decodeJsonTag(node);
-    if (!looksLikeHandle(node)) return NOT_A_LEAF;
-    const t = attach(node);
+    const format = handleFormat(node);
+    if (format === undefined) return NOT_A_LEAF;
+    const t = attach(node, format);
     return plainArrays ? t.array : t;
   };
   try {

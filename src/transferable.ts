@@ -24,7 +24,7 @@
  */
 
 import { constants as bufferConstants } from 'node:buffer';
-import { inspect, types } from 'node:util';
+import { inspect } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
 
 import * as binding from '#binding';
@@ -45,6 +45,7 @@ import {
 } from './handle.js';
 import { getPool, poolById, poolByName, type Pool } from './pool.js';
 import { adoptIntoScope } from './scope.js';
+import { NOT_A_LEAF, walkMessage, type Leaf } from './walk.js';
 
 // One view can be as large as one Buffer on this Node (4 GiB on 20, 2^53 - 1 from 22).
 binding.setMaxViewBytes(bufferConstants.MAX_LENGTH);
@@ -750,108 +751,12 @@ export function revive<T>(value: T): T {
 }
 
 /**
- * An object whose prototype is Object.prototype or null: what structured
- * clone and JSON make of an object. Asked before the Map and Set checks,
- * which are calls into C++ (a Map or Set whose prototype was set to one of
- * these is walked as a plain object: its entries are not visited).
+ * @internal The walk behind `revive` and the channels' decoder (walk.ts),
+ * leaving live TransferableArrays as they are, unasked: a message revived
+ * twice attaches nothing the second time.
  */
-function isPlainObject(node: object): boolean {
-  const proto: unknown = Object.getPrototypeOf(node);
-  return proto === Object.prototype || proto === null;
+export function reviveMessage(value: unknown, leaf: Leaf): unknown {
+  return walkMessage(value, leaf, isLive);
 }
 
-/** Returned by a `reviveMessage` leaf function for objects it does not replace. */
-export const NOT_A_LEAF: unique symbol = Symbol('not a leaf');
-
-/** `visitProperty`'s "the caller did not read the value". */
-const NO_VALUE: unique symbol = Symbol('no value');
-
-const mapEntries = Map.prototype.entries;
-const mapClear = Map.prototype.clear;
-const mapSet = Map.prototype.set;
-const setValues = Set.prototype.values;
-const setClear = Set.prototype.clear;
-const setAdd = Set.prototype.add;
-
-/**
- * @internal The walk behind `revive` and the channels' decoder: visits plain
- * objects, arrays, Maps and Sets in place, asking `leaf` what each object
- * becomes (`NOT_A_LEAF`: descend into it). Every object is visited once:
- * cycles end, and a handle met twice yields one array (one reference).
- *
- * Trusting nothing about the containers: only own enumerable data
- * properties of objects are visited, so no getter or setter runs (a getter
- * could answer differently each time, or have effects). A property is
- * written only when its value is replaced, so a container without handles
- * is never written to (a frozen message revives as it is); a handle in a
- * read-only property (a frozen object or array) cannot be replaced in
- * place: ERR_INVALID_ARG, after which the caller releases what was
- * attached. Array elements are read directly, since reading each one's
- * descriptor costs ~100 ns (a 1e6-number array: 93 ms that way, under 1 ms
- * read directly); an element that is an object is then confirmed to be an
- * own data property holding that value, so a value inherited through a hole
- * (a polluted Array.prototype) is left alone. A getter on an array index,
- * which no message can carry (structured clone and JSON make plain data),
- * would run once. Maps and Sets are read and rebuilt through the built-in
- * methods (not ones an instance or subclass may override), and only when
- * something in them was replaced.
- */
-export function reviveMessage(value: unknown, leaf: (node: object) => unknown): unknown {
-  const seen = new Map<object, unknown>();
-  const visit = (node: unknown): unknown => {
-    if (typeof node !== 'object' || node === null) return node;
-    if (node instanceof TransferableArray || ArrayBuffer.isView(node)) return node;
-    if (seen.has(node)) return seen.get(node);
-    const replaced = leaf(node);
-    if (replaced !== NOT_A_LEAF) {
-      seen.set(node, replaced);
-      return replaced;
-    }
-    seen.set(node, node);
-    if (Array.isArray(node)) {
-      const length = node.length;
-      for (let i = 0; i < length; i++) {
-        const element: unknown = node[i];
-        if (typeof element === 'object' && element !== null) visitProperty(node, i, element);
-      }
-    } else if (isPlainObject(node)) {
-      for (const key of Object.keys(node)) visitProperty(node, key, NO_VALUE);
-    } else if (types.isMap(node)) {
-      const entries = [...(mapEntries.call(node) as IterableIterator<[unknown, unknown]>)];
-      const next = entries.map(([k, v]): [unknown, unknown] => [visit(k), visit(v)]);
-      if (next.some(([k, v], i) => k !== entries[i]?.[0] || v !== entries[i]?.[1])) {
-        mapClear.call(node);
-        for (const [k, v] of next) mapSet.call(node, k, v);
-      }
-    } else if (types.isSet(node)) {
-      const items = [...(setValues.call(node) as IterableIterator<unknown>)];
-      const next = items.map(visit);
-      if (next.some((v, i) => v !== items[i])) {
-        setClear.call(node);
-        for (const v of next) setAdd.call(node, v);
-      }
-    }
-    return node;
-  };
-  /** Visits `container[key]` if it is an own data property (holding `read`, when the caller read it already). */
-  const visitProperty = (container: object, key: string | number, read: unknown): void => {
-    const desc = Object.getOwnPropertyDescriptor(container, key);
-    if (desc === undefined || !('value' in desc)) return; // a hole, or an accessor: never invoked
-    const before: unknown = desc.value;
-    if (typeof before !== 'object' || before === null) return;
-    if (read !== NO_VALUE && read !== before) return; // not what the array read gave: leave it
-    const after = visit(before);
-    if (after === before) return;
-    if (desc.writable !== true) {
-      throw new ArrayPoolError(
-        'ERR_INVALID_ARG',
-        `revive: the handle at ${JSON.stringify(String(key))} is in a read-only property (a frozen container?); revive replaces handles in place`,
-      );
-    }
-    // An existing own writable data property: assignment sets it (even one
-    // named "__proto__", which JSON.parse creates as an own property), never
-    // a setter or the prototype.
-    (container as Record<string | number, unknown>)[key] = after;
-  };
-  return visit(value);
-}
+const isLive = (node: object): boolean => node instanceof TransferableArray;
