@@ -259,6 +259,10 @@ export class Pool {
    * its views are released or collected.
    * Threads share their process's attachment: a thread's close() ends that
    * thread's use, and the process leaves when the last thread using it closes.
+   * Once the process has left and no view of the pool is left, the segment
+   * is unmapped (its memory goes back once no other process maps it), and
+   * `stats()`, `blocks()`, `check()`, `reap()` and `locator()` throw
+   * ERR_POOL_CLOSED.
    */
   close(): void {
     if (this.#closed) return;

@@ -23,8 +23,11 @@ extern "C" fn unlink_created_segments() {
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return,
         };
-        for p in r.pools.iter().filter(|p| p.pool.is_creator()) {
-            let _ = p.pool.unlink_name();
+        // A dropped attachment's name went at its close.
+        for pool in r.pools.iter().filter_map(|p| p.pool.as_ref()) {
+            if pool.is_creator() {
+                let _ = pool.unlink_name();
+            }
         }
     });
 }

@@ -112,7 +112,8 @@ fn add_pool(pool: Pool) -> u32 {
     exit::unlink_created_segments_at_exit();
     let mut r = registry();
     r.pools.push(OpenPool {
-        pool: Arc::new(pool),
+        name: pool.name().to_string(),
+        pool: Some(Arc::new(pool)),
         opens: 1,
         closing: false,
     });
@@ -188,19 +189,26 @@ pub fn pool_backing(id: f64) -> Result<String, Code> {
 fn open_pool_named(name: &[u8]) -> Option<(u32, Arc<Pool>)> {
     let r = registry();
     let id = r.open_pool_named(name)?;
-    Some((u32::try_from(id).ok()?, r.pools.get(id)?.pool.clone()))
+    Some((u32::try_from(id).ok()?, r.pools.get(id)?.pool.clone()?))
 }
 
 fn pool(id: u32) -> JsResult<Arc<Pool>> {
     let r = registry();
     match r.pools.get(id as usize) {
-        Some(p) if p.closing || p.pool.is_closed() => Err(coded(
-            "ERR_POOL_CLOSED",
-            format!("pool {:?} was closed in this process", p.pool.name()),
-        )),
-        Some(p) => Ok(p.pool.clone()),
+        Some(p) if p.closing => Err(closed(p)),
+        Some(p) => match &p.pool {
+            Some(pool) if !pool.is_closed() => Ok(pool.clone()),
+            _ => Err(closed(p)),
+        },
         None => Err(coded("ERR_INVALID_ARG", format!("no pool with id {id}"))),
     }
+}
+
+fn closed(p: &OpenPool) -> JsError {
+    coded(
+        "ERR_POOL_CLOSED",
+        format!("pool {:?} was closed in this process", p.name),
+    )
 }
 
 #[napi(catch_unwind)]
@@ -210,7 +218,7 @@ pub fn pool_name(id: f64) -> Result<String, Code> {
         let r = registry();
         r.pools
             .get(id as usize)
-            .map(|p| p.pool.name().to_string())
+            .map(|p| p.name.clone())
             .ok_or_else(|| coded("ERR_INVALID_ARG", format!("no pool with id {id}")))
     })
 }
@@ -563,10 +571,11 @@ pub struct PoolStats {
 
 fn any_pool(id: u32) -> JsResult<Arc<Pool>> {
     let r = registry();
-    r.pools
-        .get(id as usize)
-        .map(|p| p.pool.clone())
-        .ok_or_else(|| coded("ERR_INVALID_ARG", format!("no pool with id {id}")))
+    match r.pools.get(id as usize) {
+        // Closed, left, and no view remained: unmapped.
+        Some(p) => p.pool.clone().ok_or_else(|| closed(p)),
+        None => Err(coded("ERR_INVALID_ARG", format!("no pool with id {id}"))),
+    }
 }
 
 #[napi(catch_unwind)]
@@ -679,7 +688,10 @@ pub(crate) fn close_pool_inner(pool_id: u32) -> JsResult<()> {
             return Ok(());
         }
         entry.closing = true;
-        entry.pool.clone()
+        let Some(pool) = entry.pool.clone() else {
+            return Ok(());
+        };
+        pool
     };
     if pool.is_creator() {
         pool.unlink_name().map_err(from_pool)?;
@@ -689,7 +701,7 @@ pub(crate) fn close_pool_inner(pool_id: u32) -> JsResult<()> {
 }
 
 /// Process exit: every pool releases this process's references and leaves;
-/// the creator unlinks the name. Views left in JS stay mapped (never unmapped).
+/// the creator unlinks the name. Views left in JS stay mapped (`Registry::buffers`).
 #[napi(catch_unwind)]
 pub fn shutdown() -> Result<(), Code> {
     guard(|| {
@@ -697,7 +709,7 @@ pub fn shutdown() -> Result<(), Code> {
             let mut r = registry();
             r.views.clear();
             r.by_address.clear();
-            r.pools.iter().map(|p| p.pool.clone()).collect()
+            r.pools.iter().filter_map(|p| p.pool.clone()).collect()
         };
         for p in pools {
             let _ = p.close();

@@ -2,8 +2,14 @@
 //! shared by every JS environment — main thread and worker threads) and the
 //! live views (by id), each owning one core reference.
 //!
-//! Pools are never dropped once opened: a JS view may outlive `close()`, and
-//! dropping would unmap memory under it.
+//! A pool stays mapped while any view of it lives, even past `close()`: a
+//! JS view may outlive `close()`, and unmapping would pull memory from
+//! under it. Once the process has left a closed pool and its last view is
+//! gone, the registry drops its attachment (`close_if_unused`), and the
+//! segment is unmapped and its fd closed once the last ArrayBuffer over it
+//! was freed (`Registry::buffers`), so that the pool's memory goes back to
+//! the system when no process maps it any more. Without this, a process
+//! that opens and closes pools keeps every one's pages until it exits.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -37,7 +43,10 @@ pub struct Located {
 }
 
 pub struct OpenPool {
-    pub pool: Arc<Pool>,
+    /// The attachment; None once dropped (see the module doc).
+    pub pool: Option<Arc<Pool>>,
+    /// The pool's name, kept for messages once the attachment is dropped.
+    pub name: String,
     /// JS environments (main thread, worker threads) that opened it and have
     /// not closed it.
     pub opens: u32,
@@ -81,6 +90,13 @@ pub struct Registry {
     /// typed array over pool memory be traced back to its block.
     pub by_address: KeyMap<usize, Located>,
     pub next_view_id: u64,
+    /// The pool of every view's ArrayBuffer until its finalizer runs, by
+    /// view id: what keeps a pool mapped while V8 may still read the
+    /// memory. Not the view's reference, which `release()` drops at once:
+    /// the backing store can outlive it in another ArrayBuffer
+    /// (`ArrayBuffer.prototype.transfer()` moves it, detaching the one
+    /// `release()` detaches).
+    pub buffers: KeyMap<u64, Arc<Pool>>,
 }
 
 impl Registry {
@@ -105,9 +121,12 @@ impl Registry {
     /// closed) whose name is `name`: the attachment every JS environment
     /// that opens the pool shares, and what a compact handle names.
     pub fn open_pool_named(&self, name: &[u8]) -> Option<usize> {
-        self.pools
-            .iter()
-            .position(|p| !p.closing && !p.pool.is_closed() && p.pool.name().as_bytes() == name)
+        self.pools.iter().position(|p| {
+            !p.closing
+                && p.pool
+                    .as_ref()
+                    .is_some_and(|pool| !pool.is_closed() && pool.name().as_bytes() == name)
+        })
     }
 
     pub fn remove_view(&mut self, id: u64) -> Option<View> {

@@ -76,21 +76,24 @@ pub fn release_view(id: u64) -> bool {
     }
 }
 
-/// Finishes a `close()` that waited for the pool's last view.
+/// Finishes a `close()` that waited for the pool's last view: the process
+/// leaves the pool, and the registry drops its attachment (see the
+/// registry's module doc), which unmaps the segment once no call on
+/// another thread still holds it.
 pub fn close_if_unused(pool_id: u32) {
     let pool = {
-        let r = registry();
-        let closing = r
-            .pools
-            .get(pool_id as usize)
-            .filter(|p| p.closing)
-            .map(|p| p.pool.clone());
-        match closing {
-            Some(p) if !r.views.values().any(|v| v.pool_id == pool_id) => p,
-            _ => return,
+        let mut r = registry();
+        if r.views.values().any(|v| v.pool_id == pool_id) {
+            return;
+        }
+        match r.pools.get_mut(pool_id as usize) {
+            Some(p) if p.closing => p.pool.take(),
+            _ => None,
         }
     };
-    let _ = pool.close();
+    if let Some(pool) = pool {
+        let _ = pool.close();
+    }
 }
 
 /// Runs after V8 collected a view's ArrayBuffer. A panic cannot unwind out
@@ -101,7 +104,11 @@ unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint
     guard_callback(
         "a view's finalizer (the view's block reference stays held until the pool is closed or the process exits)",
         || {
-            release_view(hint as usize as u64);
+            let id = hint as usize as u64;
+            release_view(id);
+            // Dropped after the registry's lock (the statement's end): the
+            // last `Arc` of a closed pool unmaps it.
+            drop(registry().buffers.remove(&id));
         },
     );
 }
@@ -175,18 +182,29 @@ pub fn wrap_view_raw(env: sys::napi_env, id: u64) -> std::result::Result<sys::na
             ));
         };
         view.wrapped = true;
-        (view.address, view.len)
+        let mapping = (view.address, view.len);
+        let pool = view.pool.clone();
+        r.buffers.insert(id, pool);
+        mapping
     };
     let unwrap = |e: JsError| {
-        if let Some(v) = registry().views.get_mut(&id) {
-            v.wrapped = false;
-        }
+        let kept = {
+            let mut r = registry();
+            if let Some(v) = r.views.get_mut(&id) {
+                v.wrapped = false;
+            }
+            r.buffers.remove(&id)
+        };
+        drop(kept);
         Err(e)
     };
     let mut value = std::ptr::null_mut();
-    // SAFETY: ptr/len describe mapped memory that outlives the buffer (pools
-    // are never unmapped; `register_view` checked the range); the finalizer
-    // only receives the view id.
+    // SAFETY: ptr/len describe mapped memory that outlives the buffer: its
+    // entry in `buffers` keeps the pool mapped until its finalizer runs,
+    // which Node does once V8 has freed the backing store (whichever
+    // ArrayBuffer holds it by then: `transfer()` moves it to a new one);
+    // `register_view` checked the range. The finalizer only receives the
+    // view id.
     let status = unsafe {
         sys::napi_create_external_arraybuffer(
             env,
