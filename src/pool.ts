@@ -166,6 +166,13 @@ export function parseSize(size: number | string): number {
 /** How often queued releases are retried (see `Pool`). */
 const QUEUED_RELEASE_RETRY_MS = 100;
 
+/**
+ * Every how many flush ticks a pool opened only to revive handles is asked
+ * whether it can be closed (see `Pool`): ~1 s. The question takes the
+ * segment lock when this process holds nothing in the pool.
+ */
+const IDLE_CHECK_TICKS = 10;
+
 export class Pool {
   /** The pool's name: `arraypool-memfd-<id>` (anonymous) or its /dev/shm name. Handles carry it. */
   readonly name: string;
@@ -174,11 +181,13 @@ export class Pool {
   /** @internal */
   readonly id: number;
   #closed = false;
+  #ticks = 0;
   /**
    * Releases never wait for the pool lock (a stopped or slow holder must not
    * stall the event loop): one that finds it busy is queued natively and
    * done by the next operation, or by this timer. Unref'd; the native call
-   * returns at once when nothing is queued.
+   * returns at once when nothing is queued. It also closes a pool opened
+   * only to receive once it has become idle (`receivedOnly`).
    */
   readonly #flushTimer: ReturnType<typeof setInterval>;
 
@@ -193,9 +202,11 @@ export class Pool {
       } catch {
         // A pool closed natively meanwhile: nothing left to flush here.
       }
+      if (receivedOnly.has(this) && ++this.#ticks % IDLE_CHECK_TICKS === 0) closeIfIdle(this);
     }, QUEUED_RELEASE_RETRY_MS);
     this.#flushTimer.unref();
   }
+
 
   /** Whether this process created the pool (for `'shm'`: unlinks its name on close or exit). */
   get isCreator(): boolean {
@@ -281,6 +292,34 @@ export class Pool {
   }
 }
 
+/**
+ * Pools opened only because a handle named them (revive, a channel), not
+ * by `startPool`: each is closed once nothing of it can reach this process
+ * any more (`closeIfIdle`). Otherwise a long-lived receiver kept the pool
+ * of every producer it ever heard from mapped, with its pages, after the
+ * producers were gone.
+ */
+const receivedOnly = new WeakSet<Pool>();
+
+/**
+ * Closes a pool opened only to revive handles if nothing of it can reach
+ * this process any more: this process holds nothing in it, no other
+ * process is attached, and no block is in use or in flight (core
+ * `Pool::idle_and_alone`). A handle of it that comes later opens it again
+ * (and is stale if its block is gone). Whether it closed.
+ */
+function closeIfIdle(pool: Pool): boolean {
+  if (!receivedOnly.has(pool) || pool.closed) return false;
+  try {
+    if (!binding.idleAndAlone(pool.id)) return false;
+    pool.close();
+    return true;
+  } catch {
+    // Closed natively meanwhile, or the lock is busy: asked again later.
+    return false;
+  }
+}
+
 const pools = new Map<string, Pool>();
 const poolsById = new Map<number, Pool>();
 let defaultPool: Pool | undefined;
@@ -344,11 +383,16 @@ function locatorName(locator: string | undefined): string | undefined {
  * under that name, or a new attachment. The string itself goes to the core
  * unchanged, which validates it (so `//arraypool-x` stays an invalid name).
  */
-function openByName(locator: string, config: binding.PoolConfig): Pool {
+function openByName(locator: string, config: binding.PoolConfig, toReceive: boolean): Pool {
   // A handle names its pool as `pool.name` spells it, a key as it is.
   const known = pools.get(locator) ?? pools.get(poolKey(locator));
-  if (known && !known.closed) return known;
+  if (known && !known.closed) {
+    // `startPool` makes it the process's own: never closed for being idle.
+    if (!toReceive) receivedOnly.delete(known);
+    return known;
+  }
   const pool = remember(new Pool(native(() => binding.openPool(locator, config))));
+  if (toReceive) receivedOnly.add(pool);
   installExitHooks(pool);
   return pool;
 }
@@ -367,9 +411,20 @@ function nativeConfig(options: PoolOptions, creating: boolean): binding.PoolConf
   return config;
 }
 
-/** The pool named `name`, opened on first use (a handle's segment). */
+/** The pool named `name`, opened on first use (a handle's segment): a received-only pool if this opens it. */
 export function poolByName(name: string): Pool {
-  return openByName(name, {});
+  return openByName(name, {}, true);
+}
+
+/**
+ * @internal Closes the pools this process opened only to revive handles
+ * that are idle (see `closeIfIdle`; each pool's flush timer does this about
+ * once a second); returns their names.
+ */
+export function closeIdlePools(): string[] {
+  const closed: string[] = [];
+  for (const pool of [...pools.values()]) if (closeIfIdle(pool)) closed.push(pool.name);
+  return closed;
 }
 
 /**
@@ -406,7 +461,7 @@ export function startPool(options: PoolOptions = {}): Pool {
   if (wanted !== undefined) {
     try {
       // Already open here if a handle was revived before startPool ran.
-      pool = openByName(wanted, nativeConfig(options, false));
+      pool = openByName(wanted, nativeConfig(options, false), false);
     } catch (error) {
       // No member of the parent's pool is left (they all exited), or no pool
       // has that name yet: start a fresh one below.

@@ -45,6 +45,7 @@ pub mod compact;
 pub mod error;
 mod file_locks;
 pub mod handle;
+mod idle;
 pub mod inspect;
 mod journal;
 pub mod layout;

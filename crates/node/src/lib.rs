@@ -26,6 +26,7 @@ mod errors;
 mod exit;
 mod fast;
 pub mod flight;
+pub mod idle;
 mod registry;
 pub mod segments;
 pub mod teardown;
