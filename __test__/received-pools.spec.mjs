@@ -59,7 +59,8 @@ test.serial("a producer's pool is closed and unmapped once the producer is gone 
   t.is(b.array[0], 2, 'the in-flight array arrives whole after the producer exited');
   t.deepEqual(closeIdlePools(), [], 'held by this process');
   b.release();
-  t.deepEqual(closeIdlePools(), [name]);
+  closeIdlePools(); // or the pool's own timer, had a second gone by
+  t.true(b.pool.closed, 'closed once nothing of it can come');
   t.deepEqual(closeIdlePools(), [], 'closed once');
   for (let round = 0; round < 20 && mapped(name); round++) await collectGarbage();
   t.false(mapped(name), "the producer's pool is unmapped here");
@@ -72,8 +73,9 @@ test.serial("this process's own pool is never closed for being idle", async (t) 
   t.not(a.segment, own.name);
   a.release();
   await producer.stop();
-  t.deepEqual(closeIdlePools(), [a.segment], "only the producer's pool");
-  t.false(own.closed);
+  closeIdlePools(); // or the pool's own timer
+  t.true(a.pool.closed, "the producer's pool is closed");
+  t.false(own.closed, "this process's own pool is not");
 });
 
 test.serial('a pool first opened to receive and then started as the process own is kept open', async (t) => {

@@ -3,9 +3,14 @@
 //! keeps the pool mapped (and its touched pages allocated) for as long as
 //! it has it open, long after the producers are gone. The binding closes
 //! such a pool once `idle_and_alone` says nothing can come from it any
-//! more.
+//! more. It asks about once a second from a timer on the event loop, so
+//! the question never waits for the segment lock.
 
-use crate::error::Result;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::error::{PoolError, Result};
+use crate::layout::{cached_parts, SLOT_ACTIVE};
+use crate::lock::Wait;
 use crate::pool::Pool;
 
 impl Pool {
@@ -13,14 +18,56 @@ impl Pool {
     /// holds no reference here, no other live process is attached (dead
     /// ones are reaped first), and no block is in use or in flight (a
     /// message carrying an in-flight block's handle may still be on its
-    /// way, even from a process that has exited). Takes the segment lock
-    /// only when this process holds nothing.
+    /// way, even from a process that has exited).
+    ///
+    /// The usual answer while a producer lives (another live process
+    /// attached, or a block in flight) is read without the lock. Otherwise
+    /// one critical section reaps and reads everything again, taken only if
+    /// the lock is free at once: a busy lock answers false (ask later).
     pub fn idle_and_alone(&self) -> Result<bool> {
-        if self.held_references() != 0 {
+        let state = self.lock_state();
+        state.ensure_open(self.name())?;
+        if state.refs.values().any(|r| r.count > 0)
+            || self.other_process_alive()
+            || self.view.header().in_flight_blocks.load(Relaxed) != 0
+        {
             return Ok(false);
         }
-        self.reap()?;
-        let s = self.stats()?;
-        Ok(s.processes == 1 && s.live_blocks == 0 && s.in_flight_blocks == 0)
+        let checked = self.critical_section(Wait::Try, |heap| {
+            self.reap_locked(heap)?;
+            Ok(!self.other_process_alive() && self.no_block_used_or_in_flight())
+        });
+        drop(state);
+        match checked {
+            Err(PoolError::LockTimeout { .. }) => Ok(false),
+            other => other,
+        }
+    }
+
+    /// Whether another live process is in the table (its liveness lock is
+    /// probed: a dead one stays `SLOT_ACTIVE` until reaped).
+    fn other_process_alive(&self) -> bool {
+        let h = self.view.header();
+        h.processes.iter().enumerate().any(|(k, entry)| {
+            k as u32 != self.slot
+                && entry.state.load(Relaxed) == SLOT_ACTIVE
+                && self.segment.slot_alive(k)
+        })
+    }
+
+    /// No block in use (the small blocks processes cache aside) or in
+    /// flight. Counters another process writes: only compared with zero,
+    /// never used to index or size anything.
+    fn no_block_used_or_in_flight(&self) -> bool {
+        let h = self.view.header();
+        let cached_blocks = h
+            .processes
+            .iter()
+            .filter(|entry| entry.state.load(Relaxed) == SLOT_ACTIVE)
+            .fold(0u64, |n, entry| {
+                n.wrapping_add(cached_parts(entry.cached.load(Relaxed)).0)
+            });
+        h.in_flight_blocks.load(Relaxed) == 0
+            && h.live_blocks.load(Relaxed).saturating_sub(cached_blocks) == 0
     }
 }
