@@ -130,10 +130,12 @@ fn open_pool(py: Python<'_>, locator: &str, lock_timeout_ms: Option<u64>) -> PyR
     let bare = arraypool_core::validate_name(locator.split('@').next().unwrap_or_default())
         .py_err(py)?
         .to_string();
-    let open = registry()
-        .pools
-        .iter()
-        .position(|p| p.pool.name() == bare && !p.closing && !p.pool.is_closed());
+    let open = registry().pools.iter().position(|p| {
+        !p.closing
+            && p.pool
+                .as_ref()
+                .is_some_and(|pool| pool.name() == bare && !pool.is_closed())
+    });
     if let Some(id) = open {
         return Ok(id as u32);
     }
@@ -142,11 +144,31 @@ fn open_pool(py: Python<'_>, locator: &str, lock_timeout_ms: Option<u64>) -> PyR
     Ok(add_pool(pool))
 }
 
-/// The pool with this id, open or closed.
+/// The pool with this id, open or closed (ERR_POOL_CLOSED once left and unmapped).
 fn any_pool(py: Python<'_>, id: u32) -> PyResult<Arc<Pool>> {
     // The registry's lock is let go before an error is made (that runs Python).
-    let pool = registry().pools.get(id as usize).map(|p| p.pool.clone());
-    pool.ok_or_else(|| coded(py, "ERR_INVALID_ARG", format!("no pool with id {id}")))
+    let found = registry()
+        .pools
+        .get(id as usize)
+        .map(|p| (p.pool.clone(), p.name.clone()));
+    match found {
+        Some((Some(pool), _)) => Ok(pool),
+        Some((None, name)) => Err(closed_error(py, &name)),
+        None => Err(coded(
+            py,
+            "ERR_INVALID_ARG",
+            format!("no pool with id {id}"),
+        )),
+    }
+}
+
+/// A closed pool this process has left and no longer maps.
+fn closed_error(py: Python<'_>, name: &str) -> PyErr {
+    coded(
+        py,
+        "ERR_POOL_CLOSED",
+        format!("pool {name:?} was closed in this process"),
+    )
 }
 
 /// The open pool with this id: not closed, nor closing (waiting for its
@@ -156,14 +178,10 @@ fn open(py: Python<'_>, id: u32) -> PyResult<Arc<Pool>> {
     let found = registry()
         .pools
         .get(id as usize)
-        .map(|p| (p.pool.clone(), p.closing));
+        .map(|p| (p.pool.clone(), p.closing, p.name.clone()));
     match found {
-        Some((pool, closing)) if closing || pool.is_closed() => Err(coded(
-            py,
-            "ERR_POOL_CLOSED",
-            format!("pool {:?} was closed in this process", pool.name()),
-        )),
-        Some((pool, _)) => Ok(pool),
+        Some((Some(pool), false, _)) if !pool.is_closed() => Ok(pool),
+        Some((_, _, name)) => Err(closed_error(py, &name)),
         None => Err(coded(
             py,
             "ERR_INVALID_ARG",
@@ -205,7 +223,7 @@ fn is_closed(py: Python<'_>, id: u32) -> PyResult<bool> {
     let closed = registry()
         .pools
         .get(id as usize)
-        .map(|p| p.closing || p.pool.is_closed());
+        .map(|p| p.closing || p.pool.as_ref().is_none_or(|pool| pool.is_closed()));
     closed.ok_or_else(|| coded(py, "ERR_INVALID_ARG", format!("no pool with id {id}")))
 }
 
@@ -313,15 +331,23 @@ fn reap<'py>(py: Python<'py>, pool_id: u32) -> PyResult<Bound<'py, PyDict>> {
 /// held until then (see `registry`). Idempotent.
 #[pyfunction]
 fn close_pool(py: Python<'_>, pool_id: u32) -> PyResult<()> {
-    let pool = any_pool(py, pool_id)?;
-    let closing = registry()
+    let found = registry()
         .pools
         .get(pool_id as usize)
-        .is_some_and(|p| p.closing || p.left);
-    if closing {
-        // Closed already: the name it unlinked may be another pool's by now.
-        return Ok(());
-    }
+        .map(|p| (p.closing || p.left, p.pool.clone()));
+    let pool = match found {
+        None => {
+            return Err(coded(
+                py,
+                "ERR_INVALID_ARG",
+                format!("no pool with id {pool_id}"),
+            ))
+        }
+        Some((false, Some(pool))) => pool,
+        // Closed already (the name it unlinked may be another pool's by
+        // now), or left and unmapped.
+        Some(_) => return Ok(()),
+    };
     if pool.is_creator() {
         core(py, || pool.unlink_name())?;
     }
@@ -338,7 +364,7 @@ fn shutdown(py: Python<'_>) {
     let pools: Vec<Arc<Pool>> = registry()
         .pools
         .iter_mut()
-        .map(|p| {
+        .filter_map(|p| {
             p.left = true;
             p.pool.clone()
         })

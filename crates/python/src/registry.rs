@@ -1,7 +1,12 @@
 //! The pools this process opened (by small integer id) and the fork epoch.
 //!
-//! Pools are never dropped once opened: a numpy array may outlive
-//! `close()`, and dropping would unmap memory under it.
+//! A pool stays mapped while a numpy array may view it: every `Block`
+//! holds the pool, and a numpy array over a block holds the `Block` (the
+//! buffer's exporter). Once the process has left a closed pool, the
+//! registry drops its own hold (`take_if_unused`), so that the mapping and
+//! its fd go with the last `Block`, and the pool's memory goes back to the
+//! system once no process maps it. Without this, a process that opens and
+//! closes pools keeps every one's pages until it exits.
 //!
 //! `close()` cannot detach numpy arrays (as Node detaches ArrayBuffers), so
 //! it only marks the pool `closing` (no new blocks in it; `open_pool` makes
@@ -25,7 +30,10 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use arraypool_core::Pool;
 
 pub struct PoolEntry {
-    pub pool: Arc<Pool>,
+    /// None once left (see the module doc).
+    pub pool: Option<Arc<Pool>>,
+    /// The pool's name, kept once `pool` is dropped.
+    pub name: String,
     /// `close()` was called: no new operations, the pool is left when
     /// `blocks` reaches 0.
     pub closing: bool,
@@ -61,7 +69,8 @@ pub fn epoch() -> u64 {
 pub fn add_pool(pool: Pool) -> u32 {
     let mut r = registry();
     r.pools.push(PoolEntry {
-        pool: Arc::new(pool),
+        name: pool.name().to_string(),
+        pool: Some(Arc::new(pool)),
         closing: false,
         left: false,
         blocks: 0,
@@ -105,7 +114,8 @@ pub fn remove_block(pool_id: u32) -> Option<Arc<Pool>> {
 fn take_if_unused(entry: &mut PoolEntry) -> Option<Arc<Pool>> {
     if entry.closing && entry.blocks == 0 && !entry.left {
         entry.left = true;
-        Some(entry.pool.clone())
+        // The caller's `close()` and the last `Block` drop what is left.
+        entry.pool.take()
     } else {
         None
     }
@@ -115,10 +125,7 @@ fn take_if_unused(entry: &mut PoolEntry) -> Option<Arc<Pool>> {
 pub fn after_fork_in_child() {
     FORK_EPOCH.fetch_add(1, Relaxed);
     let inherited = std::mem::take(&mut registry().pools);
-    let names: Vec<String> = inherited
-        .iter()
-        .map(|p| p.pool.name().to_string())
-        .collect();
+    let names: Vec<String> = inherited.iter().map(|p| p.name.clone()).collect();
     for PoolEntry { pool, .. } in inherited {
         // Never dropped: dropping closes, which would release the parent's
         // references; the mapping stays for arrays inherited from the parent.

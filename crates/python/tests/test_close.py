@@ -3,6 +3,7 @@ so a closed pool keeps the blocks of live arrays (never reused under them)
 and the process leaves it when the last of them is gone."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -85,3 +86,44 @@ def test_stats_parts_add_up(pool):
     s = pool.stats()
     assert s["used_bytes"] + s["free_bytes"] + s["cached_bytes"] == s["heap_bytes"]
     assert s["cached_blocks"] >= 0 and s["backed_bytes"] > 0
+
+
+# A child with pools of its own (no ARRAYPOOL_SEGMENT): each closed pool is
+# unmapped once its last array is gone, so opening and closing pools keeps
+# none of their pages.
+UNMAP_CHILD = textwrap.dedent(
+    """
+    import gc, json
+    import arraypool
+
+    def mapped(name):
+        with open("/proc/self/maps") as maps:
+            return f"/memfd:{name} " in maps.read()
+
+    def code(call):
+        try:
+            call()
+        except arraypool.ArrayPoolError as error:
+            return error.code
+        return None
+
+    rounds = []
+    for i in range(3):
+        pool = arraypool.start_pool(size="16M")
+        a = arraypool.empty("float64", 1 << 20)  # 8 MiB, touched
+        a[...] = i
+        pool.close()
+        kept = mapped(pool.name) and bool((a == i).all())
+        del a
+        gc.collect()
+        rounds.append({"kept_while_viewed": kept, "mapped_after": mapped(pool.name), "stats": code(pool.stats)})
+    print(json.dumps(rounds))
+    """
+)
+
+
+def test_a_closed_pool_is_unmapped_once_its_last_array_is_gone():
+    env = {k: v for k, v in os.environ.items() if k != "ARRAYPOOL_SEGMENT"}
+    out = subprocess.run([sys.executable, "-c", UNMAP_CHILD], capture_output=True, text=True, timeout=120, check=True, env=env)
+    rounds = json.loads(out.stdout)
+    assert rounds == [{"kept_while_viewed": True, "mapped_after": False, "stats": "ERR_POOL_CLOSED"}] * 3
