@@ -106,9 +106,11 @@ unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint
         || {
             let id = hint as usize as u64;
             release_view(id);
-            // Dropped after the registry's lock (the statement's end): the
-            // last `Arc` of a closed pool unmaps it.
-            drop(registry().buffers.remove(&id));
+            // The registry's guard goes at the end of this `let`; the pool
+            // after it: the last `Arc` of a closed pool unmaps it, which
+            // must not run under the registry's lock.
+            let kept = registry().buffers.remove(&id);
+            drop(kept);
         },
     );
 }
