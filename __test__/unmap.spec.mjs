@@ -3,7 +3,9 @@
 // closed. Before, every pool a process opened stayed mapped (with all the
 // pages it had touched) until the process exited.
 import test from 'ava';
+import { once } from 'node:events';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 
 import { empty, startPool } from '../dist/index.js';
 import { collectGarbage } from './helpers.mjs';
@@ -49,7 +51,11 @@ test.serial('a closed pool is unmapped and its fd closed once its arrays are gon
     pool.close();
     t.true(await unmappedAfterGc(name), `pool ${i} is unmapped`);
     t.false(hasFd(name), `pool ${i}'s fd is closed`);
-    t.throws(() => pool.stats(), { code: 'ERR_POOL_CLOSED' });
+    t.throws(() => pool.locator(), { code: 'ERR_POOL_CLOSED' });
+    // A released array's handle can still be read (it marks nothing there).
+    t.regex(JSON.stringify({ read }), /"__arraypool__":"2:/);
+    t.is(read.toHandle().segment, name);
+    t.is(typeof lazy.generation, 'number');
   }
 });
 
@@ -87,3 +93,33 @@ const canMove = typeof ArrayBuffer.prototype.transfer === 'function';
   moved = undefined;
   t.true(await unmappedAfterGc(name), 'unmapped once the moved buffer is collected');
 });
+
+for (const ending of ['ends', 'is terminated']) {
+  (canMove ? test.serial : test.serial.skip)(`a buffer a worker thread moved out and posted stays readable after the thread's pool is closed and the thread ${ending}`, async (t) => {
+    // Node calls a view's finalizer at a thread's teardown although the
+    // backing store may live on elsewhere: the pool must stay mapped then.
+    const worker = new Worker(
+      `
+      const { parentPort } = require('node:worker_threads');
+      import(${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)}).then(({ startPool, empty }) => {
+        const pool = startPool({ size: '16M' });
+        const x = empty('float64', 1024);
+        x.array.fill(7);
+        const moved = x.array.buffer.transfer();
+        x.release();
+        pool.close();
+        parentPort.postMessage({ name: pool.name, moved }, [moved]);
+        if (${JSON.stringify(ending)} === 'is terminated') parentPort.on('message', () => {}); // stays until terminated
+      });
+      `,
+      { eval: true },
+    );
+    const exited = once(worker, 'exit');
+    const [{ name, moved }] = await once(worker, 'message');
+    if (ending === 'is terminated') await worker.terminate();
+    await exited;
+    await collectGarbage();
+    t.true(mapped(name), 'still mapped: the moved buffer views it');
+    t.is(new Float64Array(moved)[1023], 7);
+  });
+}

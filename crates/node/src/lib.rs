@@ -570,6 +570,16 @@ pub struct PoolStats {
     pub held_references: f64,
 }
 
+/// The pool with this id while this process maps it (open or closed);
+/// None once it was left and unmapped.
+fn mapped_pool(id: u32) -> JsResult<Option<Arc<Pool>>> {
+    let r = registry();
+    match r.pools.get(id as usize) {
+        Some(p) => Ok(p.pool.clone()),
+        None => Err(coded("ERR_INVALID_ARG", format!("no pool with id {id}"))),
+    }
+}
+
 fn any_pool(id: u32) -> JsResult<Arc<Pool>> {
     let r = registry();
     match r.pools.get(id as usize) {
@@ -706,12 +716,15 @@ pub(crate) fn close_pool_inner(pool_id: u32) -> JsResult<()> {
 #[napi(catch_unwind)]
 pub fn shutdown() -> Result<(), Code> {
     guard(|| {
-        let pools: Vec<Arc<Pool>> = {
+        let (pools, views) = {
             let mut r = registry();
-            r.views.clear();
             r.by_address.clear();
-            r.pools.iter().filter_map(|p| p.pool.clone()).collect()
+            let pools: Vec<Arc<Pool>> = r.pools.iter().filter_map(|p| p.pool.clone()).collect();
+            (pools, std::mem::take(&mut r.views))
         };
+        // Dropped outside the registry's lock: a view may hold the last
+        // `Arc` of a pool closed meanwhile, whose drop unmaps it.
+        drop(views);
         for p in pools {
             let _ = p.close();
         }

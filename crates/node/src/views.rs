@@ -96,11 +96,15 @@ pub fn close_if_unused(pool_id: u32) {
     }
 }
 
-/// Runs after V8 collected a view's ArrayBuffer. A panic cannot unwind out
+/// Runs after V8 freed a view's backing store, or when the view's JS
+/// environment is torn down (a worker thread ends), whether or not the
+/// backing store is still alive: Node then detaches the ArrayBuffer it
+/// made and calls this at once, but a backing store moved out with
+/// `transfer()` may live on in another thread. A panic cannot unwind out
 /// of this `extern "C"` function (the process would abort) and has no JS
 /// caller to throw to: it is swallowed, and the view keeps its reference
 /// (see `release_view`).
-unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+unsafe extern "C" fn finalize_view(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
     guard_callback(
         "a view's finalizer (the view's block reference stays held until the pool is closed or the process exits)",
         || {
@@ -110,9 +114,33 @@ unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint
             // after it: the last `Arc` of a closed pool unmaps it, which
             // must not run under the registry's lock.
             let kept = registry().buffers.remove(&id);
-            drop(kept);
+            if env_tearing_down(env) {
+                // The memory may still be viewed elsewhere: it stays mapped
+                // until the process exits.
+                std::mem::forget(kept);
+            } else {
+                drop(kept);
+            }
         },
     );
+}
+
+/// Whether `env` can no longer run JS: Node sets this before it runs an
+/// environment's cleanup hooks (where a view's finalizer is called without
+/// its backing store being freed). Asked through a call that Node-API
+/// refuses then (`napi_has_named_property` checks it first); a pending
+/// exception, refused too, only makes this answer true (the mapping is then
+/// kept, which is safe).
+fn env_tearing_down(env: sys::napi_env) -> bool {
+    let mut global = std::ptr::null_mut();
+    let mut found = false;
+    // SAFETY: `env` is the finalizer's environment, on its own thread;
+    // both calls only read, into locals.
+    unsafe {
+        sys::napi_get_global(env, &mut global) != sys::Status::napi_ok
+            || sys::napi_has_named_property(env, global, c"Object".as_ptr(), &mut found)
+                != sys::Status::napi_ok
+    }
 }
 
 /// Registers the reference to `[data + byte_offset, +byte_length)` of a
