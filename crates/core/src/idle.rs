@@ -9,7 +9,6 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{PoolError, Result};
-use crate::layout::{cached_parts, SLOT_ACTIVE};
 use crate::lock::Wait;
 use crate::pool::Pool;
 
@@ -44,15 +43,9 @@ impl Pool {
         }
     }
 
-    /// Whether another live process is in the table (its liveness lock is
-    /// probed: a dead one stays `SLOT_ACTIVE` until reaped).
+    /// Whether another live process is in the table.
     fn other_process_alive(&self) -> bool {
-        let h = self.view.header();
-        h.processes.iter().enumerate().any(|(k, entry)| {
-            k as u32 != self.slot
-                && entry.state.load(Relaxed) == SLOT_ACTIVE
-                && self.segment.slot_alive(k)
-        })
+        (0..self.view.header().processes.len()).any(|k| k as u32 != self.slot && self.slot_live(k))
     }
 
     /// No block in use (the small blocks processes cache aside) or in
@@ -60,13 +53,7 @@ impl Pool {
     /// never used to index or size anything.
     fn no_block_used_or_in_flight(&self) -> bool {
         let h = self.view.header();
-        let cached_blocks = h
-            .processes
-            .iter()
-            .filter(|entry| entry.state.load(Relaxed) == SLOT_ACTIVE)
-            .fold(0u64, |n, entry| {
-                n.wrapping_add(cached_parts(entry.cached.load(Relaxed)).0)
-            });
+        let (_, cached_blocks) = self.cached_totals();
         h.in_flight_blocks.load(Relaxed) == 0
             && h.live_blocks.load(Relaxed).saturating_sub(cached_blocks) == 0
     }

@@ -632,23 +632,10 @@ impl Pool {
             let h = self.view.header();
             let heap_bytes = self.heap_bytes();
             let used = h.used_bytes.load(Relaxed);
-            let processes = h
-                .processes
-                .iter()
-                .enumerate()
-                .filter(|(k, p)| {
-                    p.state.load(Relaxed) == SLOT_ACTIVE
-                        && (*k as u32 == self.slot || self.segment.slot_alive(*k))
-                })
+            let processes = (0..h.processes.len())
+                .filter(|&k| self.slot_live(k))
                 .count() as u64;
-            let (cached_bytes, cached_blocks) = h
-                .processes
-                .iter()
-                .filter(|p| p.state.load(Relaxed) == SLOT_ACTIVE)
-                .fold((0u64, 0u64), |(bytes, blocks), p| {
-                    let (b, n) = cached_parts(p.cached.load(Relaxed));
-                    (bytes.wrapping_add(n), blocks.wrapping_add(b))
-                });
+            let (cached_bytes, cached_blocks) = self.cached_totals();
             let used = used.saturating_sub(cached_bytes);
             Ok(Stats {
                 capacity_bytes: self.geometry.capacity,
@@ -665,6 +652,29 @@ impl Pool {
                 backed_bytes: self.segment.backed_bytes()?,
             })
         })
+    }
+
+    /// Whether process slot `k` is taken by a live process (this one, or
+    /// one whose liveness lock is held: a dead one stays `SLOT_ACTIVE`
+    /// until reaped).
+    pub(crate) fn slot_live(&self, k: usize) -> bool {
+        self.view.header().processes[k].state.load(Relaxed) == SLOT_ACTIVE
+            && (k as u32 == self.slot || self.segment.slot_alive(k))
+    }
+
+    /// Bytes and blocks the active processes keep in their small-block
+    /// caches (counters others write: summed wrapping, only reported or
+    /// subtracted with saturation).
+    pub(crate) fn cached_totals(&self) -> (u64, u64) {
+        self.view
+            .header()
+            .processes
+            .iter()
+            .filter(|p| p.state.load(Relaxed) == SLOT_ACTIVE)
+            .fold((0u64, 0u64), |(bytes, blocks), p| {
+                let (b, n) = cached_parts(p.cached.load(Relaxed));
+                (bytes.wrapping_add(n), blocks.wrapping_add(b))
+            })
     }
 
     /// Walks the whole heap and the free lists and verifies every invariant.

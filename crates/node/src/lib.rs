@@ -201,7 +201,7 @@ fn pool(id: u32) -> JsResult<Arc<Pool>> {
             Some(pool) if !pool.is_closed() => Ok(pool.clone()),
             _ => Err(closed(p)),
         },
-        None => Err(coded("ERR_INVALID_ARG", format!("no pool with id {id}"))),
+        None => Err(unknown_pool(id)),
     }
 }
 
@@ -220,7 +220,7 @@ pub fn pool_name(id: f64) -> Result<String, Code> {
         r.pools
             .get(id as usize)
             .map(|p| p.name.clone())
-            .ok_or_else(|| coded("ERR_INVALID_ARG", format!("no pool with id {id}")))
+            .ok_or_else(|| unknown_pool(id))
     })
 }
 
@@ -574,19 +574,23 @@ pub struct PoolStats {
 /// None once it was left and unmapped.
 fn mapped_pool(id: u32) -> JsResult<Option<Arc<Pool>>> {
     let r = registry();
-    match r.pools.get(id as usize) {
-        Some(p) => Ok(p.pool.clone()),
-        None => Err(coded("ERR_INVALID_ARG", format!("no pool with id {id}"))),
-    }
+    Ok(r.pools
+        .get(id as usize)
+        .ok_or_else(|| unknown_pool(id))?
+        .pool
+        .clone())
 }
 
+/// The pool with this id while this process maps it; ERR_POOL_CLOSED once
+/// it was left and unmapped.
 fn any_pool(id: u32) -> JsResult<Arc<Pool>> {
     let r = registry();
-    match r.pools.get(id as usize) {
-        // Closed, left, and no view remained: unmapped.
-        Some(p) => p.pool.clone().ok_or_else(|| closed(p)),
-        None => Err(coded("ERR_INVALID_ARG", format!("no pool with id {id}"))),
-    }
+    let p = r.pools.get(id as usize).ok_or_else(|| unknown_pool(id))?;
+    p.pool.clone().ok_or_else(|| closed(p))
+}
+
+fn unknown_pool(id: u32) -> JsError {
+    coded("ERR_INVALID_ARG", format!("no pool with id {id}"))
 }
 
 #[napi(catch_unwind)]
@@ -689,10 +693,7 @@ pub(crate) fn close_pool_inner(pool_id: u32) -> JsResult<()> {
     let pool = {
         let mut r = registry();
         let Some(entry) = r.pools.get_mut(pool_id as usize) else {
-            return Err(coded(
-                "ERR_INVALID_ARG",
-                format!("no pool with id {pool_id}"),
-            ));
+            return Err(unknown_pool(pool_id));
         };
         entry.opens = entry.opens.saturating_sub(1);
         if entry.opens > 0 {

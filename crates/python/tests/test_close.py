@@ -8,15 +8,10 @@ import subprocess
 import sys
 import textwrap
 
-# Runs in a child that joins the test session's pool (ARRAYPOOL_SEGMENT),
-# so that closing its attachment leaves the session's pool alone.
-CHILD = textwrap.dedent(
+# The children's prelude: the code of the ArrayPoolError a call raises, or None.
+CODE_OF = textwrap.dedent(
     """
-    import gc, json
-    import numpy as np
     import arraypool
-    from arraypool import _native
-    from arraypool._arrays import _block_of
 
     def code(call):
         try:
@@ -24,6 +19,19 @@ CHILD = textwrap.dedent(
         except arraypool.ArrayPoolError as error:
             return error.code
         return None
+    """
+)
+
+# Runs in a child that joins the test session's pool (ARRAYPOOL_SEGMENT),
+# so that closing its attachment leaves the session's pool alone.
+CHILD = CODE_OF + textwrap.dedent(
+    """
+    import gc, json
+    import numpy as np
+    import arraypool
+    from arraypool import _native
+    from arraypool._arrays import _block_of
+
 
     first = arraypool.start_pool()
     a = arraypool.empty("float64", 64, transfer_required=False)
@@ -91,7 +99,7 @@ def test_stats_parts_add_up(pool):
 # A child with pools of its own (no ARRAYPOOL_SEGMENT): each closed pool is
 # unmapped once its last array is gone, so opening and closing pools keeps
 # none of their pages.
-UNMAP_CHILD = textwrap.dedent(
+UNMAP_CHILD = CODE_OF + textwrap.dedent(
     """
     import gc, json
     import arraypool
@@ -100,12 +108,6 @@ UNMAP_CHILD = textwrap.dedent(
         with open("/proc/self/maps") as maps:
             return f"/memfd:{name} " in maps.read()
 
-    def code(call):
-        try:
-            call()
-        except arraypool.ArrayPoolError as error:
-            return error.code
-        return None
 
     rounds = []
     for i in range(3):
